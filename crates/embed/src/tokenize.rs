@@ -1,0 +1,169 @@
+//! Text -> token ids, as sentence-transformers' Transformer module tokenizes: Python's
+//! `str.strip()`, optional lower-casing, the folder's own tokenizer.json (run by the `tokenizers`
+//! crate, as transformers 4.x runs it), truncation to `max_seq_length` with the specials kept.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::EmbedError;
+
+/// One tokenized text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    pub ids: Vec<u32>,
+    /// The text had more tokens than `max_seq_length` and was cut.
+    pub truncated: bool,
+}
+
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+    max_seq_length: usize,
+    do_lower_case: bool,
+}
+
+/// Python's `str.strip()`: `char::is_whitespace` plus the four ASCII separators U+001C..U+001F
+/// that Python also counts as whitespace.
+pub fn python_strip(text: &str) -> &str {
+    let is_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+    text.trim_matches(is_space)
+}
+
+impl TextTokenizer {
+    pub fn load(path: &Path, max_seq_length: usize, do_lower_case: bool) -> Result<Self, EmbedError> {
+        if !path.is_file() {
+            return Err(EmbedError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: "file not found (koembed needs a tokenizer.json)".into(),
+            });
+        }
+        let tok_err = |reason: String| EmbedError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| tok_err(e.to_string()))?;
+        // transformers calls the fast tokenizer with truncation="longest_first" and
+        // max_length=max_seq_length: the sequence is cut so that it fits *with* its specials.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| tok_err(format!("max_seq_length {max_seq_length}: {e}")))?;
+        tokenizer.with_padding(None);
+        Ok(Self {
+            tokenizer,
+            path: path.to_path_buf(),
+            max_seq_length,
+            do_lower_case,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Tokenizes `prompt + text` (the prompt is prepended as a string, as sentence-transformers
+    /// does). `index` only labels errors.
+    pub fn encode(&self, text: &str, index: usize) -> Result<TokenizedText, EmbedError> {
+        let text = python_strip(text);
+        let lowered;
+        let text = if self.do_lower_case {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedError::Tokenize {
+                index,
+                reason: e.to_string(),
+            })?;
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+
+    /// The number of leading tokens sentence-transformers masks out of pooling when
+    /// `include_prompt` is false: the prompt's own token count without its final `</s>`.
+    pub fn prompt_length(&self, prompt: &str) -> Result<usize, EmbedError> {
+        let tokens = self.encode(prompt, 0)?;
+        Ok(tokens.ids.len().saturating_sub(1))
+    }
+
+    /// Token pieces of ids, for `tokenize` reports.
+    pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("<id {id}>"))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_matches_python() {
+        assert_eq!(python_strip("  a b \t\n"), "a b");
+        assert_eq!(python_strip("\u{3000}한국어\u{a0}"), "한국어");
+        assert_eq!(python_strip("\u{1c}x\u{1f}"), "x");
+        // Python does not strip ZERO WIDTH SPACE or the BOM.
+        assert_eq!(python_strip("\u{200b}x\u{feff}"), "\u{200b}x\u{feff}");
+        assert_eq!(python_strip(" \t "), "");
+    }
+
+    fn xlmr_tokenizer(max_seq_length: usize) -> TextTokenizer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/xlmr-tokenizer/tokenizer.json");
+        TextTokenizer::load(&path, max_seq_length, false).unwrap()
+    }
+
+    #[test]
+    fn xlmr_layout_and_truncation_keep_the_specials() {
+        let tok = xlmr_tokenizer(512);
+        // assets.md: "Hello world" -> [0, 35378, 8999, 2].
+        let t = tok.encode("Hello world", 0).unwrap();
+        assert_eq!(t.ids, vec![0, 35378, 8999, 2]);
+        assert!(!t.truncated);
+        assert_eq!(tok.encode("", 0).unwrap().ids, vec![0, 2]);
+
+        let tok = xlmr_tokenizer(3);
+        let t = tok.encode("Hello world", 0).unwrap();
+        assert_eq!(t.ids, vec![0, 35378, 2]);
+        assert!(t.truncated);
+    }
+
+    #[test]
+    fn prompt_length_excludes_the_final_separator() {
+        let tok = xlmr_tokenizer(512);
+        let n = tok.encode("query:", 0).unwrap().ids.len();
+        assert_eq!(tok.prompt_length("query: ").unwrap(), n - 1);
+    }
+
+    #[test]
+    fn missing_tokenizer_is_named() {
+        let err = TextTokenizer::load(Path::new("/nonexistent/tokenizer.json"), 8, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
+    }
+}

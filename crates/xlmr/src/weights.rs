@@ -1,0 +1,537 @@
+//! Memory-mapped safetensors checkpoints: one file or a sharded set, every tensor looked up by
+//! name and checked for dtype and shape before use.
+//!
+//! f32 tensors are borrowed straight from the map (no copy); f16 and bf16 tensors are converted
+//! to f32 once, at load. Errors name the file, the tensor, what was expected and what was found.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensors};
+
+/// Dtypes koembed reads weights from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl WeightDtype {
+    fn from_safetensors(dtype: Dtype) -> Option<Self> {
+        match dtype {
+            Dtype::F32 => Some(Self::F32),
+            Dtype::F16 => Some(Self::F16),
+            Dtype::BF16 => Some(Self::BF16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+        }
+    }
+
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file (truncated or corrupt?): {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Index { path: PathBuf, reason: String },
+    #[error("no model.safetensors or model.safetensors.index.json in {dir}")]
+    NoCheckpoint { dir: PathBuf },
+    #[error("tensor `{tensor}` is missing from {files}")]
+    Missing { tensor: String, files: String },
+    #[error("{path}: tensor `{tensor}` has dtype {found}; koembed reads F32, F16 and BF16 weights")]
+    Dtype {
+        path: PathBuf,
+        tensor: String,
+        found: String,
+    },
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+}
+
+/// One mapped safetensors file and its parsed header.
+struct MappedFile {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// Where one tensor lives.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    file: usize,
+    /// Byte range within the file.
+    bytes: Range<usize>,
+}
+
+/// f32 weights: borrowed from the map when the file holds f32 at a 4-byte-aligned offset,
+/// converted otherwise. Resolve to a slice with [`WeightStore::f32_data`].
+#[derive(Debug)]
+pub enum F32Weight {
+    Mapped { file: usize, bytes: Range<usize> },
+    Owned(Vec<f32>),
+}
+
+/// A checkpoint: every tensor of one `model.safetensors` or of the shards an index names.
+pub struct WeightStore {
+    files: Vec<MappedFile>,
+    entries: BTreeMap<String, TensorEntry>,
+}
+
+impl WeightStore {
+    /// Opens `model.safetensors`, or the shards of `model.safetensors.index.json`, in `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Self, WeightError> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.is_file() {
+            Self::open_files(&[single])
+        } else if index.is_file() {
+            Self::open_index(&index)
+        } else {
+            Err(WeightError::NoCheckpoint {
+                dir: dir.to_path_buf(),
+            })
+        }
+    }
+
+    /// Opens a sharded checkpoint from its `model.safetensors.index.json`.
+    pub fn open_index(index: &Path) -> Result<Self, WeightError> {
+        let index_err = |reason: String| WeightError::Index {
+            path: index.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(index).map_err(|source| WeightError::Io {
+            path: index.to_path_buf(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| index_err(format!("invalid JSON: {e}")))?;
+        let weight_map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| index_err("missing object `weight_map`".into()))?;
+        let mut shard_names: Vec<&str> = Vec::new();
+        for (tensor, file) in weight_map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| index_err(format!("`weight_map.{tensor}` is not a file name")))?;
+            if file.contains('/') || file.contains("..") {
+                return Err(index_err(format!("shard name {file:?} leaves the model folder")));
+            }
+            if !shard_names.contains(&file) {
+                shard_names.push(file);
+            }
+        }
+        shard_names.sort_unstable();
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let paths: Vec<PathBuf> = shard_names.iter().map(|f| dir.join(f)).collect();
+        let store = Self::open_files(&paths)?;
+        // The index is a promise about the shards; a tensor it names must be where it says.
+        for (tensor, file) in weight_map {
+            let file = file.as_str().unwrap_or_default();
+            match store.entries.get(tensor) {
+                Some(entry) if store.files[entry.file].path.ends_with(file) => {}
+                Some(entry) => {
+                    return Err(index_err(format!(
+                        "names {file} for tensor `{tensor}`, but it is in {}",
+                        store.files[entry.file].path.display()
+                    )))
+                }
+                None => {
+                    return Err(index_err(format!(
+                        "names {file} for tensor `{tensor}`, which that file does not hold"
+                    )))
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Maps each file and reads its header. A tensor present in two files is an error.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self, WeightError> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = BTreeMap::new();
+        for path in paths {
+            let file = File::open(path).map_err(|source| WeightError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // SAFETY: the map is read-only and private. Like every mmap-based loader (and the
+            // safetensors Python library) we rely on the file not being truncated or rewritten
+            // by another process while the model is loaded; the header and every tensor's byte
+            // range are validated against the mapped length below, so no read goes past the map.
+            let map = unsafe { Mmap::map(&file) }.map_err(|source| WeightError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let corrupt = |reason: String| WeightError::Corrupt {
+                path: path.clone(),
+                reason,
+            };
+            // read_metadata checks the header length, the JSON, that tensor ranges are
+            // contiguous and that the data ends exactly at the end of the file.
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&map).map_err(|e| corrupt(format!("{e:?}")))?;
+            let data_start = 8 + header_len;
+            let file_index = files.len();
+            for (name, info) in metadata.tensors() {
+                let (start, end) = info.data_offsets;
+                let expected_len = info
+                    .shape
+                    .iter()
+                    .try_fold(info.dtype.size(), |acc, &d| acc.checked_mul(d))
+                    .ok_or_else(|| corrupt(format!("tensor `{name}` has an overflowing shape")))?;
+                if end - start != expected_len {
+                    return Err(corrupt(format!(
+                        "tensor `{name}` holds {} bytes, its shape {:?} needs {expected_len}",
+                        end - start,
+                        info.shape
+                    )));
+                }
+                let entry = TensorEntry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    file: file_index,
+                    bytes: data_start + start..data_start + end,
+                };
+                if let Some(previous) = entries.insert(name.clone(), entry) {
+                    return Err(WeightError::Index {
+                        path: path.clone(),
+                        reason: format!(
+                            "tensor `{name}` is also in {}",
+                            files
+                                .get(previous.file)
+                                .map(|f: &MappedFile| f.path.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                map,
+            });
+        }
+        Ok(Self { files, entries })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&TensorEntry> {
+        self.entries.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The files of this checkpoint, for messages and reports.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// Total bytes mapped (the size of the checkpoint on disk).
+    pub fn mapped_bytes(&self) -> usize {
+        self.files.iter().map(|f| f.map.len()).sum()
+    }
+
+    /// How many tensors and bytes each dtype holds, for `inspect`.
+    pub fn dtype_summary(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut summary = BTreeMap::new();
+        for entry in self.entries.values() {
+            let slot = summary.entry(format!("{:?}", entry.dtype)).or_insert((0, 0));
+            slot.0 += 1;
+            slot.1 += entry.bytes.len();
+        }
+        summary
+    }
+
+    fn files_display(&self) -> String {
+        let names: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+        names.join(", ")
+    }
+
+    /// Checks that `name` exists with a float dtype and the expected shape, and returns it as
+    /// f32: borrowed from the map when possible, converted once otherwise.
+    pub fn load_f32(&self, name: &str, expected_shape: &[usize]) -> Result<F32Weight, WeightError> {
+        let entry = self.entries.get(name).ok_or_else(|| WeightError::Missing {
+            tensor: name.to_string(),
+            files: self.files_display(),
+        })?;
+        let path = &self.files[entry.file].path;
+        let dtype = WeightDtype::from_safetensors(entry.dtype).ok_or_else(|| WeightError::Dtype {
+            path: path.clone(),
+            tensor: name.to_string(),
+            found: format!("{:?}", entry.dtype),
+        })?;
+        if entry.shape != expected_shape {
+            return Err(WeightError::Shape {
+                path: path.clone(),
+                tensor: name.to_string(),
+                expected: expected_shape.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let bytes = &self.files[entry.file].map[entry.bytes.clone()];
+        Ok(match dtype {
+            WeightDtype::F32 if bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0 => {
+                F32Weight::Mapped {
+                    file: entry.file,
+                    bytes: entry.bytes.clone(),
+                }
+            }
+            WeightDtype::F32 => F32Weight::Owned(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            WeightDtype::F16 => F32Weight::Owned(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+            WeightDtype::BF16 => F32Weight::Owned(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+        })
+    }
+
+    /// The f32 values of a weight loaded from this store.
+    pub fn f32_data<'a>(&'a self, weight: &'a F32Weight) -> &'a [f32] {
+        match weight {
+            F32Weight::Owned(values) => values,
+            F32Weight::Mapped { file, bytes } => {
+                let raw = &self.files[*file].map[bytes.clone()];
+                // SAFETY: `load_f32` only makes a `Mapped` weight for an F32 tensor whose start
+                // is 4-byte aligned, and its length is a multiple of 4 (checked against the
+                // shape at open). Every bit pattern is a valid f32, the map is read-only and
+                // lives as long as `self`, and x86-64 / aarch64 are little-endian like the file.
+                let (head, values, tail) = unsafe { raw.align_to::<f32>() };
+                debug_assert!(head.is_empty() && tail.is_empty());
+                values
+            }
+        }
+    }
+}
+
+/// A weight name inside a scope, as in `encoder.layer.3.attention.self.query.weight`.
+pub fn scoped(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+/// Old BERT checkpoints name LayerNorm parameters `gamma` / `beta`; transformers renames them on
+/// load, so koembed accepts both.
+pub fn legacy_alias(name: &str) -> Option<String> {
+    if let Some(stem) = name.strip_suffix("LayerNorm.weight") {
+        return Some(format!("{stem}LayerNorm.gamma"));
+    }
+    if let Some(stem) = name.strip_suffix("LayerNorm.bias") {
+        return Some(format!("{stem}LayerNorm.beta"));
+    }
+    None
+}
+
+/// The first of `prefixes` under which the checkpoint holds `name`: tells which prefix a
+/// checkpoint uses (`""`, `"bert."`, `"roberta."`).
+pub fn has_tensor_with_any_prefix<'a>(
+    store: &WeightStore,
+    prefixes: &'a [&'a str],
+    name: &str,
+) -> Option<&'a str> {
+    prefixes
+        .iter()
+        .copied()
+        .find(|prefix| store.contains(&scoped(prefix, name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    fn write_safetensors(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                (
+                    name.to_string(),
+                    TensorView::new(*dtype, shape.clone(), data).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, &None, path).unwrap();
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("koembed-weights-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn f32_f16_bf16_all_read_as_f32() {
+        let dir = temp_dir("dtypes");
+        let values = [1.0f32, -2.5, 0.333_251_95, 65504.0, 0.0, -0.0];
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &[
+                ("a", Dtype::F32, vec![2, 3], f32_bytes(&values)),
+                ("b", Dtype::F16, vec![6], f16),
+                ("c", Dtype::BF16, vec![3, 2], bf16),
+            ],
+        );
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let a = store.load_f32("a", &[2, 3]).unwrap();
+        assert!(matches!(a, F32Weight::Mapped { .. }), "f32 should be borrowed");
+        assert_eq!(store.f32_data(&a), &values);
+        let b = store.load_f32("b", &[6]).unwrap();
+        let expected: Vec<f32> = values.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        assert_eq!(store.f32_data(&b), expected.as_slice());
+        let c = store.load_f32("c", &[3, 2]).unwrap();
+        let expected: Vec<f32> = values.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        assert_eq!(store.f32_data(&c), expected.as_slice());
+    }
+
+    #[test]
+    fn missing_tensor_wrong_shape_and_dtype_are_named() {
+        let dir = temp_dir("errors");
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &[
+                ("w", Dtype::F32, vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+                ("ids", Dtype::I64, vec![1], vec![0; 8]),
+            ],
+        );
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let err = store.load_f32("nope", &[2]).unwrap_err().to_string();
+        assert!(err.contains("`nope`") && err.contains("model.safetensors"), "{err}");
+        let err = store.load_f32("w", &[4, 1]).unwrap_err().to_string();
+        assert!(err.contains("[2, 2]") && err.contains("[4, 1]") && err.contains("`w`"), "{err}");
+        let err = store.load_f32("ids", &[1]).unwrap_err().to_string();
+        assert!(err.contains("I64") && err.contains("`ids`"), "{err}");
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_errors_not_crashes() {
+        let dir = temp_dir("corrupt");
+        let path = dir.join("model.safetensors");
+        write_safetensors(&path, &[("w", Dtype::F32, vec![4, 4], f32_bytes(&[0.5; 16]))]);
+        let full = std::fs::read(&path).unwrap();
+        for cut in [0, 3, 8, 20, full.len() - 1] {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let err = WeightStore::open_dir(&dir).err().expect("truncated file must fail");
+            assert!(err.to_string().contains("model.safetensors"), "{err}");
+        }
+        let mut garbage = full.clone();
+        garbage[0] = 0xff;
+        garbage[5] = 0x7f; // header length now absurd
+        std::fs::write(&path, &garbage).unwrap();
+        assert!(WeightStore::open_dir(&dir).is_err());
+        let mut bad_json = full;
+        bad_json[8] = b'[';
+        std::fs::write(&path, &bad_json).unwrap();
+        assert!(WeightStore::open_dir(&dir).is_err());
+    }
+
+    #[test]
+    fn sharded_checkpoints_follow_their_index() {
+        let dir = temp_dir("sharded");
+        write_safetensors(
+            &dir.join("model-00001-of-00002.safetensors"),
+            &[("a", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0]))],
+        );
+        write_safetensors(
+            &dir.join("model-00002-of-00002.safetensors"),
+            &[("b", Dtype::F32, vec![1], f32_bytes(&[3.0]))],
+        );
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            r#"{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                "b": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let store = WeightStore::open_dir(&dir).unwrap();
+        assert_eq!(store.f32_data(&store.load_f32("a", &[2]).unwrap()), &[1.0, 2.0]);
+        assert_eq!(store.f32_data(&store.load_f32("b", &[1]).unwrap()), &[3.0]);
+
+        // An index that lies about where a tensor lives is refused, naming the tensor.
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "model-00002-of-00002.safetensors",
+                "b": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let err = WeightStore::open_dir(&dir).err().unwrap().to_string();
+        assert!(err.contains("`a`"), "{err}");
+    }
+
+    #[test]
+    fn empty_dir_says_what_is_missing() {
+        let dir = temp_dir("empty");
+        let err = WeightStore::open_dir(&dir).err().unwrap().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn store_can_be_shared_across_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<WeightStore>();
+    }
+
+    #[test]
+    fn legacy_layernorm_names() {
+        assert_eq!(
+            legacy_alias("encoder.layer.0.output.LayerNorm.weight").as_deref(),
+            Some("encoder.layer.0.output.LayerNorm.gamma")
+        );
+        assert_eq!(legacy_alias("embeddings.word_embeddings.weight"), None);
+    }
+}
