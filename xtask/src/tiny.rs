@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// How many of the most frequent regular pieces (ids 4, 5, ...) every tiny tokenizer keeps on
 /// top of the pieces the golden texts need.
-const FIRST_REGULAR_PIECES: usize = 1000;
+const FIRST_REGULAR_PIECES: usize = 600;
 /// The tiny models' max_seq_length; the tokenizer keeps every piece that the full tokenizer puts
 /// in the first this-many tokens of a golden text (with and without the prompts).
 const MAX_SEQ_LENGTH: usize = 64;

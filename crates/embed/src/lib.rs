@@ -1,11 +1,13 @@
 //! The sentence-transformers pipeline and koembed's library API:
 //! text -> prompt -> token ids -> encoder -> pooling -> Dense -> normalize -> Matryoshka cut.
 
+pub mod embedder;
 pub mod error;
 pub mod model_dir;
 pub mod pool;
 pub mod tokenize;
 
+pub use embedder::{EmbedOptions, EmbedOutput, Embedder, Prompt};
 pub use error::EmbedError;
 pub use model_dir::ModelDir;
 pub use pool::{PoolingConfig, PoolingMode};

@@ -105,6 +105,11 @@ impl TextTokenizer {
         Ok(tokens.ids.len().saturating_sub(1))
     }
 
+    /// Whether the tokenizer knows `token` (a vocabulary piece or an added token).
+    pub fn has_token(&self, token: &str) -> bool {
+        self.tokenizer.token_to_id(token).is_some()
+    }
+
     /// Token pieces of ids, for `tokenize` reports.
     pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()

@@ -1,0 +1,365 @@
+//! [`Embedder`]: a sentence-transformers model folder turned into vectors.
+//!
+//! text -> prompt -> token ids -> packed batch -> encoder -> pooling -> Dense -> Normalize ->
+//! Matryoshka cut, the same steps and order as `SentenceTransformer.encode`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use koembed_tensor::{Tensor, TensorView};
+use koembed_xlmr::{Encoder, EncoderConfig, F32Weight, PackedBatch, WeightStore};
+use ndarray::Array2;
+
+use crate::error::EmbedError;
+use crate::model_dir::{DenseActivation, DenseModule, ModelDir};
+use crate::pool::{l2_normalize, pool_sequence};
+use crate::tokenize::{TextTokenizer, TokenizedText};
+
+/// Which prompt to prepend to every text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Prompt {
+    /// The model's `default_prompt_name`, if it has one; else none.
+    #[default]
+    ModelDefault,
+    /// No prompt, even if the model has a default.
+    None,
+    /// A prompt by name (`query`, `passage`, ...): from the model's config, else the convention
+    /// of its family (see [`Embedder::prompts`]).
+    Named(String),
+    /// A literal prefix, prepended as given.
+    Literal(String),
+}
+
+/// Options of one [`Embedder::embed`] call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedOptions {
+    pub prompt: Prompt,
+    /// `None`: as the model's modules say (its Normalize module). `Some(true)`: L2-normalize
+    /// the final vectors (like `normalize_embeddings=True`). `Some(false)`: skip the model's
+    /// Normalize module and return raw vectors.
+    pub normalize: Option<bool>,
+    /// Matryoshka: keep the first `d` dimensions, then re-normalize if normalization is on.
+    pub truncate_dim: Option<usize>,
+    /// Texts per encoder call. Results do not depend on it.
+    pub batch_size: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            prompt: Prompt::ModelDefault,
+            normalize: None,
+            truncate_dim: None,
+            batch_size: 32,
+        }
+    }
+}
+
+/// Vectors plus what the caller should know about how they were made.
+#[derive(Debug, Clone)]
+pub struct EmbedOutput {
+    /// [texts, dim], in input order.
+    pub embeddings: Array2<f32>,
+    /// How many texts were longer than the model's max_seq_length and were cut.
+    pub truncated: usize,
+    /// Tokens fed to the encoder (after truncation), over all texts.
+    pub tokens: usize,
+}
+
+struct DenseLayer {
+    store: WeightStore,
+    weight: F32Weight,
+    bias: Option<F32Weight>,
+    module: DenseModule,
+}
+
+impl DenseLayer {
+    fn load(module: &DenseModule) -> Result<Self, EmbedError> {
+        let store = WeightStore::open_files(&[module.dir.join("model.safetensors")])?;
+        let weight = store.load_f32("linear.weight", &[module.out_features, module.in_features])?;
+        let bias = if module.bias {
+            Some(store.load_f32("linear.bias", &[module.out_features])?)
+        } else {
+            None
+        };
+        Ok(DenseLayer {
+            store,
+            weight,
+            bias,
+            module: module.clone(),
+        })
+    }
+
+    /// x[rows, in] -> [rows, out]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (n, k) = (self.module.out_features, self.module.in_features);
+        let zeros;
+        let bias = match &self.bias {
+            Some(b) => self.store.f32_data(b),
+            None => {
+                zeros = vec![0.0; n];
+                &zeros
+            }
+        };
+        let mut out = Tensor::zeros(&[x.rows(), n]);
+        koembed_tensor::matmul_bias_nt(
+            out.view_mut(),
+            x.view(),
+            TensorView::new(self.store.f32_data(&self.weight), &[n, k]).expect("checked at load"),
+            TensorView::new(bias, &[n]).expect("checked at load"),
+        )
+        .expect("shapes checked at load");
+        if self.module.activation == DenseActivation::Tanh {
+            out.as_mut_slice().iter_mut().for_each(|v| *v = v.tanh());
+        }
+        out
+    }
+}
+
+pub struct Embedder {
+    dir: ModelDir,
+    tokenizer: TextTokenizer,
+    encoder: Encoder,
+    dense: Vec<DenseLayer>,
+    prompts: BTreeMap<String, String>,
+    /// Where the prompts came from: "config" or the name of a convention.
+    prompt_source: &'static str,
+}
+
+impl Embedder {
+    /// Loads a sentence-transformers folder (or a bare Hugging Face model folder).
+    pub fn load(path: &Path) -> Result<Self, EmbedError> {
+        let dir = ModelDir::read(path)?;
+        let encoder = Encoder::load(&dir.transformer_dir).map_err(|e| match e {
+            koembed_xlmr::EncoderError::Config(e) => EmbedError::EncoderConfig(e),
+            koembed_xlmr::EncoderError::Weights(e) => EmbedError::Weights(e),
+            koembed_xlmr::EncoderError::Batch(e) => EmbedError::Option(e.to_string()),
+        })?;
+        let config = encoder.config();
+        let model_limit = config.max_tokens();
+        let max_seq_length = match dir.max_seq_length {
+            Some(n) if n > model_limit => {
+                return Err(EmbedError::Config {
+                    path: dir.transformer_dir.join("sentence_bert_config.json"),
+                    reason: format!(
+                        "max_seq_length {n} exceeds the {model_limit} tokens the position table allows"
+                    ),
+                })
+            }
+            Some(n) => n,
+            None => model_limit.min(tokenizer_model_max_length(&dir.transformer_dir).unwrap_or(usize::MAX)),
+        };
+        let tokenizer = TextTokenizer::load(
+            &dir.transformer_dir.join("tokenizer.json"),
+            max_seq_length,
+            dir.do_lower_case,
+        )?;
+        let dense = dir.dense.iter().map(DenseLayer::load).collect::<Result<Vec<_>, _>>()?;
+        let mut expected_in = dir.pooling.output_dim(config.hidden_size);
+        for layer in &dense {
+            if layer.module.in_features != expected_in {
+                return Err(EmbedError::Config {
+                    path: layer.module.dir.join("config.json"),
+                    reason: format!(
+                        "in_features {} does not match the {expected_in} values the previous module gives",
+                        layer.module.in_features
+                    ),
+                });
+            }
+            expected_in = layer.module.out_features;
+        }
+        let (prompts, prompt_source) = if !dir.prompts.is_empty() {
+            (dir.prompts.clone(), "config_sentence_transformers.json")
+        } else if tokenizer.has_token("<Q>") && tokenizer.has_token("<P>") {
+            (convention(&[("query", "<Q>"), ("passage", "<P>")]), "the <Q>/<P> convention (frony)")
+        } else {
+            (convention(&[("query", "query: "), ("passage", "passage: ")]), "the E5 convention")
+        };
+        Ok(Embedder {
+            dir,
+            tokenizer,
+            encoder,
+            dense,
+            prompts,
+            prompt_source,
+        })
+    }
+
+    pub fn model_dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    pub fn encoder_config(&self) -> &EncoderConfig {
+        self.encoder.config()
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Named prompts this model answers to, and where they came from (its config, or the
+    /// convention of its family when the config has none).
+    pub fn prompts(&self) -> (&BTreeMap<String, String>, &'static str) {
+        (&self.prompts, self.prompt_source)
+    }
+
+    /// Length of the output vectors before any Matryoshka cut.
+    pub fn dim(&self) -> usize {
+        match self.dense.last() {
+            Some(layer) => layer.module.out_features,
+            None => self.dir.pooling.output_dim(self.encoder.config().hidden_size),
+        }
+    }
+
+    /// The literal prompt an option stands for.
+    pub fn resolve_prompt(&self, prompt: &Prompt) -> Result<Option<String>, EmbedError> {
+        match prompt {
+            Prompt::None => Ok(None),
+            Prompt::Literal(text) => Ok(Some(text.clone())),
+            Prompt::ModelDefault => Ok(self
+                .dir
+                .default_prompt_name
+                .as_ref()
+                .and_then(|name| self.prompts.get(name).cloned())),
+            Prompt::Named(name) => match self.prompts.get(name) {
+                Some(text) => Ok(Some(text.clone())),
+                None => Err(EmbedError::UnknownPrompt {
+                    name: name.clone(),
+                    known: self.prompts.keys().cloned().collect::<Vec<_>>().join(", "),
+                }),
+            },
+        }
+    }
+
+    /// Token ids of `prompt + text`, truncated like the reference.
+    pub fn tokenize(&self, text: &str, prompt: &Prompt) -> Result<TokenizedText, EmbedError> {
+        let prompt = self.resolve_prompt(prompt)?;
+        self.tokenizer.encode(&with_prompt(prompt.as_deref(), text), 0)
+    }
+
+    /// Embeds `texts` (in input order). See [`Embedder::embed_with_report`] for counts.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Array2<f32>, EmbedError> {
+        Ok(self.embed_with_report(texts, options)?.embeddings)
+    }
+
+    /// Embeds `texts` and says how many were truncated and how many tokens ran.
+    pub fn embed_with_report<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<EmbedOutput, EmbedError> {
+        if options.batch_size == 0 {
+            return Err(EmbedError::Option("batch_size must be at least 1".into()));
+        }
+        let dim = self.dim();
+        let out_dim = match options.truncate_dim {
+            Some(d) if d == 0 || d > dim => {
+                return Err(EmbedError::Option(format!(
+                    "truncate_dim {d} is outside 1..={dim} (this model's dimension)"
+                )))
+            }
+            Some(d) => d,
+            None => dim,
+        };
+        let prompt = self.resolve_prompt(&options.prompt)?;
+        // sentence-transformers passes prompt_length to Pooling whenever a prompt is used;
+        // Pooling masks those tokens only when include_prompt is false.
+        let masked_prefix = match &prompt {
+            Some(p) if !self.dir.pooling.include_prompt => self.tokenizer.prompt_length(p)?,
+            _ => 0,
+        };
+        let normalize_module = self.dir.normalize && options.normalize != Some(false);
+        let normalize_final = options.normalize == Some(true)
+            || (normalize_module && options.truncate_dim.is_some());
+
+        let mut embeddings = Array2::<f32>::zeros((texts.len(), out_dim));
+        let mut truncated = 0;
+        let mut tokens = 0;
+        for (batch_index, chunk) in texts.chunks(options.batch_size).enumerate() {
+            let first = batch_index * options.batch_size;
+            let tokenized = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    self.tokenizer
+                        .encode(&with_prompt(prompt.as_deref(), text.as_ref()), first + i)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            truncated += tokenized.iter().filter(|t| t.truncated).count();
+            tokens += tokenized.iter().map(|t| t.ids.len()).sum::<usize>();
+            let pooled = self.pool_batch(&tokenized, masked_prefix)?;
+            let vectors = self.dense.iter().fold(pooled, |x, layer| layer.forward(&x));
+            for (i, row) in vectors.as_slice().chunks_exact(dim).enumerate() {
+                let mut v = row.to_vec();
+                if normalize_module {
+                    l2_normalize(&mut v);
+                }
+                v.truncate(out_dim);
+                if normalize_final {
+                    l2_normalize(&mut v);
+                }
+                embeddings
+                    .row_mut(first + i)
+                    .as_slice_mut()
+                    .expect("rows of a standard-layout array are contiguous")
+                    .copy_from_slice(&v);
+            }
+        }
+        Ok(EmbedOutput {
+            embeddings,
+            truncated,
+            tokens,
+        })
+    }
+
+    /// Runs the encoder on already tokenized sequences and pools each one:
+    /// [sequences, pooled dim], before Dense and Normalize.
+    pub fn pool_batch(&self, tokenized: &[TokenizedText], masked_prefix: usize) -> Result<Tensor, EmbedError> {
+        let hidden = self.encoder.config().hidden_size;
+        let pooled_dim = self.dir.pooling.output_dim(hidden);
+        let mut pooled = Tensor::zeros(&[tokenized.len(), pooled_dim]);
+        if tokenized.is_empty() {
+            return Ok(pooled);
+        }
+        let sequences: Vec<&[u32]> = tokenized.iter().map(|t| t.ids.as_slice()).collect();
+        let batch = PackedBatch::new(self.encoder.config(), &sequences)
+            .map_err(|e| EmbedError::Option(e.to_string()))?;
+        let states = self.encoder.forward(&batch);
+        for s in 0..batch.num_sequences() {
+            let rows = batch.sequence(s);
+            pool_sequence(
+                pooled.row_mut(s),
+                &states.as_slice()[rows.start * hidden..rows.end * hidden],
+                hidden,
+                &self.dir.pooling.modes,
+                masked_prefix,
+            );
+        }
+        Ok(pooled)
+    }
+}
+
+fn with_prompt(prompt: Option<&str>, text: &str) -> String {
+    match prompt {
+        Some(p) => format!("{p}{text}"),
+        None => text.to_string(),
+    }
+}
+
+fn convention(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// `model_max_length` from tokenizer_config.json, which sentence-transformers uses when the
+/// folder has no max_seq_length. Absent or absurd values (transformers writes 1e30 for "none")
+/// mean no limit.
+fn tokenizer_model_max_length(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let n = value.get("model_max_length")?.as_f64()?;
+    (n >= 1.0 && n < 1e9).then_some(n as usize)
+}

@@ -1,0 +1,111 @@
+//! LayerNorm over the last axis, the residual add, and the two fused as BERT's post-LN block
+//! needs them: `x = LN(x + residual)`.
+//!
+//! # Numerics
+//! Statistics are two-pass and accumulated in f64 (mean, then the mean of squared deviations),
+//! and the normalisation `(x - mean) · rstd · gamma + beta` is evaluated in f64 and rounded to
+//! f32 once. This is exact enough that eps = 1e-12 and rows like `1e4 + noise` (where one-pass
+//! f32 `E[x²] - E[x]²` loses every digit) come out right: see the tests.
+//! The residual add is done in f32 first, as PyTorch does (`LayerNorm(hidden + input)`).
+
+use crate::error::{expect_2d, expect_shape, Result, TensorError};
+use crate::ops::{for_each_row, for_each_row_pair};
+use crate::tensor::{TensorView, TensorViewMut};
+
+/// x[M,N] = LayerNorm(x) with gamma[N], beta[N] over each row.
+///
+/// `eps` must be finite and >= 0. With eps > 0 a constant row (variance 0) gives `beta` exactly;
+/// with eps = 0 it gives NaN, as PyTorch does.
+pub fn layernorm_inplace(
+    x: TensorViewMut<'_>,
+    gamma: TensorView<'_>,
+    beta: TensorView<'_>,
+    eps: f32,
+) -> Result<()> {
+    const OP: &str = "layernorm_inplace";
+    let (_, n) = check_layernorm(OP, &x, gamma, beta, eps)?;
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
+    let mut x = x;
+    for_each_row(x.as_mut_slice(), n, |row| layernorm_row(row, gamma, beta, eps));
+    Ok(())
+}
+
+/// a[...] += b[...] elementwise (same shape, any rank), in f32.
+pub fn add_inplace(a: TensorViewMut<'_>, b: TensorView<'_>) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(TensorError::ShapeMismatch {
+            op: "add_inplace",
+            operand: "b",
+            expected: format!("{:?}, the shape of `a`", a.shape()),
+            found: b.shape().to_vec(),
+        });
+    }
+    let mut a = a;
+    for (x, y) in a.as_mut_slice().iter_mut().zip(b.as_slice()) {
+        *x += y;
+    }
+    Ok(())
+}
+
+/// x[M,N] = LayerNorm(x + residual[M,N]) with gamma[N], beta[N]: BERT's post-LN residual block.
+///
+/// The sum is rounded to f32 before normalising, so the result is bit-identical to
+/// [`add_inplace`] followed by [`layernorm_inplace`].
+pub fn add_layernorm_inplace(
+    x: TensorViewMut<'_>,
+    residual: TensorView<'_>,
+    gamma: TensorView<'_>,
+    beta: TensorView<'_>,
+    eps: f32,
+) -> Result<()> {
+    const OP: &str = "add_layernorm_inplace";
+    let (m, n) = check_layernorm(OP, &x, gamma, beta, eps)?;
+    expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, n])?;
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
+    let mut x = x;
+    for_each_row_pair(x.as_mut_slice(), residual.as_slice(), n, |row, res| {
+        for (v, r) in row.iter_mut().zip(res) {
+            *v += r;
+        }
+        layernorm_row(row, gamma, beta, eps);
+    });
+    Ok(())
+}
+
+/// Checks x[M,N], gamma[N], beta[N] and eps; returns (M, N).
+fn check_layernorm(
+    op: &'static str,
+    x: &TensorViewMut<'_>,
+    gamma: TensorView<'_>,
+    beta: TensorView<'_>,
+    eps: f32,
+) -> Result<(usize, usize)> {
+    let (m, n) = expect_2d(op, "x", x.shape(), ["M", "N"])?;
+    expect_shape(op, "gamma", gamma.shape(), &["N"], &[n])?;
+    expect_shape(op, "beta", beta.shape(), &["N"], &[n])?;
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(TensorError::InvalidArgument {
+            op,
+            message: format!("eps must be finite and >= 0, got {eps}"),
+        });
+    }
+    Ok((m, n))
+}
+
+/// One row: two-pass f64 statistics, f64 normalisation, one rounding.
+fn layernorm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|&v| {
+            let d = v as f64 - mean;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    let rstd = 1.0 / (var + eps as f64).sqrt();
+    for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = ((*v as f64 - mean) * rstd * g as f64 + b as f64) as f32;
+    }
+}

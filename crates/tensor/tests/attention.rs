@@ -1,0 +1,160 @@
+//! Multi-head attention over one sequence against a scalar f64 reference.
+
+mod common;
+
+use common::{bits, Rng, SIZES};
+use koembed_tensor::testing::{assert_close, Tolerance};
+use koembed_tensor::{attention_single_sequence, attention_single_sequence_qkv, Tensor};
+
+fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(data, shape).unwrap()
+}
+
+/// softmax(Q_h K_hᵀ / √d) V_h per head, all in f64, heads side by side along H.
+fn reference(q: &[f32], k: &[f32], v: &[f32], t_len: usize, h: usize, heads: usize) -> Vec<f32> {
+    let d = h / heads;
+    let mut out = vec![0.0f32; t_len * h];
+    for head in 0..heads {
+        let c = head * d;
+        for i in 0..t_len {
+            let scores: Vec<f64> = (0..t_len)
+                .map(|j| {
+                    (0..d)
+                        .map(|l| q[i * h + c + l] as f64 * k[j * h + c + l] as f64)
+                        .sum::<f64>()
+                        / (d as f64).sqrt()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for l in 0..d {
+                let ctx: f64 = (0..t_len).map(|j| e[j] / sum * v[j * h + c + l] as f64).sum();
+                out[i * h + c + l] = ctx as f32;
+            }
+        }
+    }
+    out
+}
+
+/// (H, n_heads): head sizes 1, 3, 7, 16, 32 and BERT-small's 384 / 12.
+const HEADS: [(usize, usize); 6] = [(1, 1), (3, 1), (21, 3), (17, 17), (64, 4), (384, 12)];
+
+#[test]
+fn matches_the_definition() {
+    let mut rng = Rng::new(30);
+    for &t_len in SIZES.iter().chain(&[130]) {
+        for (h, heads) in HEADS {
+            let q = rng.uniform_vec(t_len * h, -2.0, 2.0);
+            let k = rng.uniform_vec(t_len * h, -2.0, 2.0);
+            let v = rng.uniform_vec(t_len * h, -1.0, 1.0);
+            let want = reference(&q, &k, &v, t_len, h, heads);
+            let (q, k, v) = (t(q, &[t_len, h]), t(k, &[t_len, h]), t(v, &[t_len, h]));
+            let mut out = Tensor::full(&[t_len, h], f32::NAN);
+            attention_single_sequence(out.view_mut(), q.view(), k.view(), v.view(), heads)
+                .unwrap();
+            let what = format!("attention T={t_len} H={h} heads={heads}");
+            let tol = Tolerance {
+                abs: 2e-6,
+                rel: 1e-5,
+            };
+            assert_close(&what, out.as_slice(), &want, &[t_len, h], tol);
+        }
+    }
+}
+
+#[test]
+fn fused_qkv_equals_separate_and_heads_equal_single_head_calls() {
+    let mut rng = Rng::new(31);
+    let (t_len, h, heads) = (17, 21, 3);
+    let d = h / heads;
+    let qkv = rng.uniform_vec(t_len * 3 * h, -2.0, 2.0);
+    let part = |which: usize| -> Vec<f32> {
+        qkv.chunks(3 * h)
+            .flat_map(|row| row[which * h..(which + 1) * h].to_vec())
+            .collect()
+    };
+    let (q, k, v) = (t(part(0), &[t_len, h]), t(part(1), &[t_len, h]), t(part(2), &[t_len, h]));
+    let mut separate = Tensor::full(&[t_len, h], f32::NAN);
+    attention_single_sequence(separate.view_mut(), q.view(), k.view(), v.view(), heads).unwrap();
+    let mut fused = Tensor::full(&[t_len, h], f32::NAN);
+    let qkv = t(qkv.clone(), &[t_len, 3 * h]);
+    attention_single_sequence_qkv(fused.view_mut(), qkv.view(), heads).unwrap();
+    assert_eq!(bits(fused.as_slice()), bits(separate.as_slice()));
+
+    // Each head, copied out contiguously and run as a 1-head attention, gives the same bits:
+    // reading heads through strides changes nothing.
+    for head in 0..heads {
+        let cols = |m: &Tensor| -> Tensor {
+            let data = (0..t_len)
+                .flat_map(|i| m.row(i)[head * d..(head + 1) * d].to_vec())
+                .collect();
+            t(data, &[t_len, d])
+        };
+        let mut one = Tensor::full(&[t_len, d], f32::NAN);
+        attention_single_sequence(one.view_mut(), cols(&q).view(), cols(&k).view(), cols(&v).view(), 1)
+            .unwrap();
+        assert_eq!(bits(one.as_slice()), bits(cols(&separate).as_slice()), "head {head}");
+    }
+}
+
+#[test]
+fn a_row_attends_to_the_matching_key() {
+    // Keys are one-hot and far apart; each query matches one key strongly, so the output row is
+    // (almost exactly) that key's value row.
+    let (t_len, h) = (4, 4);
+    let mut q = vec![0.0; 16];
+    let mut k = vec![0.0; 16];
+    for i in 0..t_len {
+        q[i * h + (3 - i)] = 100.0;
+        k[i * h + i] = 100.0;
+    }
+    let v: Vec<f32> = (0..16).map(|x| x as f32).collect();
+    let mut out = Tensor::full(&[t_len, h], f32::NAN);
+    attention_single_sequence(
+        out.view_mut(),
+        t(q, &[4, 4]).view(),
+        t(k, &[4, 4]).view(),
+        t(v.clone(), &[4, 4]).view(),
+        1,
+    )
+    .unwrap();
+    for i in 0..t_len {
+        assert_eq!(out.row(i), &v[(3 - i) * h..(4 - i) * h], "row {i}");
+    }
+}
+
+#[test]
+fn errors() {
+    let x = Tensor::zeros(&[5, 12]);
+    let mut out = Tensor::full(&[5, 12], f32::NAN);
+    let e = attention_single_sequence(out.view_mut(), x.view(), x.view(), x.view(), 5).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "attention_single_sequence: n_heads = 5 does not divide the hidden size H = 12"
+    );
+    assert!(attention_single_sequence(out.view_mut(), x.view(), x.view(), x.view(), 0).is_err());
+    let e = attention_single_sequence(
+        out.view_mut(),
+        x.view(),
+        Tensor::zeros(&[6, 12]).view(),
+        x.view(),
+        3,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "attention_single_sequence: `k` has shape [6, 12], expected [T, H] = [5, 12]"
+    );
+    let e = attention_single_sequence_qkv(out.view_mut(), x.view(), 3).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "attention_single_sequence_qkv: `qkv` has shape [5, 12], expected [T, 3*H] = [5, 36]"
+    );
+    assert!(out.as_slice().iter().all(|v| v.is_nan()));
+    // Empty sequence.
+    let e0 = Tensor::zeros(&[0, 12]);
+    let mut o0 = Tensor::zeros(&[0, 12]);
+    attention_single_sequence(o0.view_mut(), e0.view(), e0.view(), e0.view(), 3).unwrap();
+    attention_single_sequence_qkv(o0.view_mut(), Tensor::zeros(&[0, 36]).view(), 3).unwrap();
+}

@@ -1,0 +1,179 @@
+//! The encoder forward pass: embeddings, then post-LayerNorm transformer layers, over a packed
+//! batch. Every weight is checked for presence, dtype and shape in [`Encoder::load`], before the
+//! first forward.
+
+use std::path::Path;
+
+use koembed_tensor::Tensor;
+
+use crate::batch::PackedBatch;
+use crate::config::EncoderConfig;
+use crate::layer::{EncoderLayer, LayerNormParams, Linear};
+use crate::weights::{legacy_alias, scoped, F32Weight, WeightError, WeightStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
+}
+
+/// Looks weights up under the checkpoint's prefix, with the legacy `gamma`/`beta` names as a
+/// fallback, and checks each one's shape.
+pub(crate) struct WeightScope<'a> {
+    pub store: &'a WeightStore,
+    pub prefix: String,
+}
+
+impl WeightScope<'_> {
+    pub fn load(&self, name: &str, shape: &[usize]) -> Result<F32Weight, WeightError> {
+        let full = scoped(&self.prefix, name);
+        if !self.store.contains(&full) {
+            if let Some(alias) = legacy_alias(&full).filter(|a| self.store.contains(a)) {
+                return self.store.load_f32(&alias, shape);
+            }
+        }
+        self.store.load_f32(&full, shape)
+    }
+
+    pub fn linear(&self, name: &str, out_features: usize, in_features: usize) -> Result<Linear, WeightError> {
+        Ok(Linear {
+            weight: self.load(&format!("{name}.weight"), &[out_features, in_features])?,
+            bias: self.load(&format!("{name}.bias"), &[out_features])?,
+            out_features,
+            in_features,
+        })
+    }
+
+    pub fn layer_norm(&self, name: &str, size: usize) -> Result<LayerNormParams, WeightError> {
+        Ok(LayerNormParams {
+            gamma: self.load(&format!("{name}.weight"), &[size])?,
+            beta: self.load(&format!("{name}.bias"), &[size])?,
+        })
+    }
+}
+
+/// The embedding tables and their LayerNorm.
+struct Embeddings {
+    word: F32Weight,
+    position: F32Weight,
+    token_type: F32Weight,
+    layer_norm: LayerNormParams,
+}
+
+/// A loaded BERT / XLM-R encoder: the config, the mapped checkpoint and every layer's weights.
+pub struct Encoder {
+    config: EncoderConfig,
+    store: WeightStore,
+    embeddings: Embeddings,
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// Loads `config.json` and the safetensors checkpoint of a Hugging Face model folder.
+    pub fn load(dir: &Path) -> Result<Self, EncoderError> {
+        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open_dir(dir)?;
+        Ok(Self::from_parts(config, store)?)
+    }
+
+    /// Checks and resolves every weight the forward pass will read.
+    pub fn from_parts(config: EncoderConfig, store: WeightStore) -> Result<Self, WeightError> {
+        let prefix = resolve_prefix(&config, &store);
+        let scope = WeightScope {
+            store: &store,
+            prefix,
+        };
+        let h = config.hidden_size;
+        let embeddings = Embeddings {
+            word: scope.load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: scope.load(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type: scope.load(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
+            layer_norm: scope.layer_norm("embeddings.LayerNorm", h)?,
+        };
+        let layers = (0..config.num_layers)
+            .map(|i| EncoderLayer::load(&scope, &format!("encoder.layer.{i}"), &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(scope);
+        Ok(Encoder {
+            config,
+            store,
+            embeddings,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &WeightStore {
+        &self.store
+    }
+
+    /// The last hidden state, [num_tokens, hidden].
+    pub fn forward(&self, batch: &PackedBatch) -> Tensor {
+        let mut x = self.embed(batch);
+        for layer in &self.layers {
+            layer.forward(&mut x, batch, &self.store, &self.config);
+        }
+        x
+    }
+
+    /// Every hidden state: index 0 after the embeddings, index i after layer i (as
+    /// transformers' `output_hidden_states`), each [num_tokens, hidden].
+    pub fn forward_all_layers(&self, batch: &PackedBatch) -> Vec<Tensor> {
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let mut x = self.embed(batch);
+        states.push(x.clone());
+        for layer in &self.layers {
+            layer.forward(&mut x, batch, &self.store, &self.config);
+            states.push(x.clone());
+        }
+        states
+    }
+
+    /// word + position + token type 0, then LayerNorm.
+    fn embed(&self, batch: &PackedBatch) -> Tensor {
+        let h = self.config.hidden_size;
+        let word = self.store.f32_data(&self.embeddings.word);
+        let position = self.store.f32_data(&self.embeddings.position);
+        // The XLM-R tokenizer gives no token_type_ids: every token uses row 0.
+        let token_type = &self.store.f32_data(&self.embeddings.token_type)[..h];
+        let mut x = Tensor::zeros(&[batch.num_tokens(), h]);
+        for (t, out) in x.as_mut_slice().chunks_exact_mut(h).enumerate() {
+            let id = batch.ids[t] as usize;
+            let pos = batch.positions[t] as usize;
+            let w = &word[id * h..(id + 1) * h];
+            let p = &position[pos * h..(pos + 1) * h];
+            for i in 0..h {
+                out[i] = w[i] + p[i] + token_type[i];
+            }
+        }
+        self.embeddings
+            .layer_norm
+            .apply(&mut x, &self.store, self.config.layer_norm_eps);
+        x
+    }
+}
+
+/// The checkpoint's weight-name prefix: the config's (`bert.` / `roberta.` for classification
+/// heads) when the checkpoint uses it, else none (a base model saved without its head).
+fn resolve_prefix(config: &EncoderConfig, store: &WeightStore) -> String {
+    let probe = "embeddings.word_embeddings.weight";
+    for prefix in [config.weight_prefix.as_str(), "", "bert.", "roberta."] {
+        if store.contains(&scoped(prefix, probe)) {
+            return prefix.to_string();
+        }
+    }
+    config.weight_prefix.clone()
+}
