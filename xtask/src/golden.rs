@@ -53,8 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("unknown model {name:?}; known: {}", ALL.join(", "));
         }
     }
-    let names: Vec<&str> =
-        ALL.iter().copied().filter(|n| args.only.is_empty() || args.only.iter().any(|o| o == n)).collect();
+    let names: Vec<&str> = ALL
+        .iter()
+        .copied()
+        .filter(|n| args.only.is_empty() || args.only.iter().any(|o| o == n))
+        .collect();
 
     let models = paths::models_dir();
     for name in &names {
@@ -66,12 +69,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             models.join(name)
         };
         if !is_complete_model(&dir) {
-            let hint = if TINY.contains(name) { "cargo xtask tiny" } else { "cargo xtask models" };
-            bail!("{} is missing or incomplete: run {hint} first", dir.display());
+            let hint = if TINY.contains(name) {
+                "cargo xtask tiny"
+            } else {
+                "cargo xtask models"
+            };
+            bail!(
+                "{} is missing or incomplete: run {hint} first",
+                dir.display()
+            );
         }
     }
 
-    let python = match args.python.or_else(|| std::env::var_os("KOEMBED_REFERENCE_PYTHON").map(PathBuf::from)) {
+    let python = match args
+        .python
+        .or_else(|| std::env::var_os("KOEMBED_REFERENCE_PYTHON").map(PathBuf::from))
+    {
         Some(python) => {
             println!("golden: using the reference Python {}", python.display());
             python
@@ -82,7 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let root = paths::workspace_root();
     let script = root.join("xtask/golden/export_goldens.py");
     let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--root").arg(&root).arg("--models-dir").arg(&models);
+    cmd.arg(&script)
+        .arg("--root")
+        .arg(&root)
+        .arg("--models-dir")
+        .arg(&models);
     for name in &names {
         cmd.arg("--only").arg(name);
     }
@@ -115,25 +132,45 @@ fn ensure_venv(rebuild: bool) -> anyhow::Result<PathBuf> {
     let venv = root.join(".venv-reference");
     let requirements = root.join("xtask/golden/requirements.txt");
     let wanted = hex(&Sha256::digest(
-        std::fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?,
+        std::fs::read(&requirements)
+            .with_context(|| format!("reading {}", requirements.display()))?,
     ));
     let stamp = venv.join("koembed-requirements.sha256");
     let python = venv.join("bin/python");
     let current = std::fs::read_to_string(&stamp).unwrap_or_default();
     if !rebuild && current.trim() == wanted && python.exists() {
-        println!("golden: reusing {} (requirements unchanged)", venv.display());
+        println!(
+            "golden: reusing {} (requirements unchanged)",
+            venv.display()
+        );
         return Ok(python);
     }
     if venv.exists() {
-        println!("golden: requirements changed: recreating {}", venv.display());
+        println!(
+            "golden: requirements changed: recreating {}",
+            venv.display()
+        );
         std::fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    println!("golden: creating {} (a few minutes: torch is large)", venv.display());
+    println!(
+        "golden: creating {} (a few minutes: torch is large)",
+        venv.display()
+    );
     let python3 = std::env::var("PYTHON3").unwrap_or_else(|_| "python3".to_string());
-    check(Command::new(&python3).arg("-m").arg("venv").arg(&venv), "python3 -m venv")?;
+    check(
+        Command::new(&python3).arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    )?;
     check(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
             .arg(&requirements),
         "pip install -r xtask/golden/requirements.txt",
     )?;

@@ -32,7 +32,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let out = args.out.unwrap_or_else(|| paths::testdata_dir().join("tiny"));
+    let out = args
+        .out
+        .unwrap_or_else(|| paths::testdata_dir().join("tiny"));
     let written = generate(&paths::testdata_dir(), &out)?;
     for (name, bytes) in written {
         println!("tiny: {} ({} KB)", out.join(name).display(), bytes / 1024);
@@ -144,7 +146,10 @@ pub fn generate(testdata: &Path, out: &Path) -> anyhow::Result<Vec<(String, u64)
             ("tokenizer.json", tokenizer_json.clone().into_bytes()),
             ("tokenizer_config.json", tokenizer_config(&tokenizer_json)?),
             ("config.json", model_config(spec, vocab_size)),
-            ("sentence_bert_config.json", pretty(&json!({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": false}))),
+            (
+                "sentence_bert_config.json",
+                pretty(&json!({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": false})),
+            ),
             ("config_sentence_transformers.json", st_config(spec)),
             ("modules.json", modules(spec)),
             ("1_Pooling/config.json", pooling_config(spec)),
@@ -166,7 +171,9 @@ fn read_texts(path: &Path) -> anyhow::Result<Vec<String>> {
     let mut texts = Vec::new();
     for line in data.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line)?;
-        let text = v["text"].as_str().context("texts.jsonl: a line without \"text\"")?;
+        let text = v["text"]
+            .as_str()
+            .context("texts.jsonl: a line without \"text\"")?;
         texts.push(text.to_string());
     }
     Ok(texts)
@@ -188,9 +195,14 @@ fn pieces_to_keep(
     full_json: &Value,
     texts: &[String],
 ) -> anyhow::Result<BTreeSet<u32>> {
-    let vocab = full_json["model"]["vocab"].as_array().context("model.vocab")?;
+    let vocab = full_json["model"]["vocab"]
+        .as_array()
+        .context("model.vocab")?;
     let mut keep: BTreeSet<u32> = (0..4).collect();
-    for t in full_json["added_tokens"].as_array().context("added_tokens")? {
+    for t in full_json["added_tokens"]
+        .as_array()
+        .context("added_tokens")?
+    {
         keep.insert(t["id"].as_u64().context("added token id")? as u32);
     }
     keep.extend((4..4 + FIRST_REGULAR_PIECES as u32).take_while(|&i| (i as usize) < vocab.len()));
@@ -222,7 +234,10 @@ fn pieces_to_keep(
 pub fn reduce_tokenizer(full_json: &Value, keep: &BTreeSet<u32>) -> anyhow::Result<String> {
     let new_id = |old: u64| -> anyhow::Result<u64> {
         let pos = keep.range(..old as u32).count();
-        ensure!(keep.contains(&(old as u32)), "id {old} is referenced but not kept");
+        ensure!(
+            keep.contains(&(old as u32)),
+            "id {old} is referenced but not kept"
+        );
         Ok(pos as u64)
     };
     let mut t = full_json.clone();
@@ -248,10 +263,16 @@ pub fn reduce_tokenizer(full_json: &Value, keep: &BTreeSet<u32>) -> anyhow::Resu
         .parse()
         .map_err(|e| anyhow::anyhow!("the reduced tokenizer does not load: {e}"))?;
     for (new, &old) in keep.iter().enumerate() {
-        let piece = full_json["model"]["vocab"][old as usize][0].as_str().unwrap_or_default();
-        ensure!(tok.token_to_id(piece) == Some(new as u32), "piece {piece:?} not at id {new}");
+        let piece = full_json["model"]["vocab"][old as usize][0]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            tok.token_to_id(piece) == Some(new as u32),
+            "piece {piece:?} not at id {new}"
+        );
     }
-    tok.to_string(false).map_err(|e| anyhow::anyhow!("serializing the tokenizer: {e}"))
+    tok.to_string(false)
+        .map_err(|e| anyhow::anyhow!("serializing the tokenizer: {e}"))
 }
 
 /// tokenizer_config.json as transformers 4.51 writes it for XLMRobertaTokenizer, with the
@@ -317,8 +338,11 @@ fn model_config(spec: &Spec, vocab_size: usize) -> Vec<u8> {
 }
 
 fn st_config(spec: &Spec) -> Vec<u8> {
-    let prompts: serde_json::Map<String, Value> =
-        spec.prompts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let prompts: serde_json::Map<String, Value> = spec
+        .prompts
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     pretty(&json!({
         "__version__": {"sentence_transformers": "4.1.0", "transformers": "4.51.3", "pytorch": "2.6.0"},
         "prompts": prompts,
@@ -457,16 +481,43 @@ fn weights(spec: &Spec, vocab_size: usize) -> anyhow::Result<Vec<u8>> {
     let f = spec.intermediate;
     // Matrices ~ U(-1/sqrt(fan_in), ..) * sqrt(3): unit-ish variance through each layer, so the
     // attention is far from uniform and the FFN far from linear (bugs show in the outputs).
-    let mat = |fan_in: usize| Init { center: 0.0, scale: (3.0 / fan_in as f32).sqrt() };
-    let bias = Init { center: 0.0, scale: 0.1 };
-    let ln_w = Init { center: 1.0, scale: 0.2 };
-    let ln_b = Init { center: 0.0, scale: 0.2 };
-    let emb = Init { center: 0.0, scale: 1.0 };
+    let mat = |fan_in: usize| Init {
+        center: 0.0,
+        scale: (3.0 / fan_in as f32).sqrt(),
+    };
+    let bias = Init {
+        center: 0.0,
+        scale: 0.1,
+    };
+    let ln_w = Init {
+        center: 1.0,
+        scale: 0.2,
+    };
+    let ln_b = Init {
+        center: 0.0,
+        scale: 0.2,
+    };
+    let emb = Init {
+        center: 0.0,
+        scale: 1.0,
+    };
 
     let mut tensors: Vec<(String, Vec<usize>, Init)> = vec![
-        ("embeddings.word_embeddings.weight".into(), vec![vocab_size, h], emb),
-        ("embeddings.position_embeddings.weight".into(), vec![spec.max_position_embeddings, h], emb),
-        ("embeddings.token_type_embeddings.weight".into(), vec![spec.type_vocab_size, h], emb),
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![vocab_size, h],
+            emb,
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![spec.max_position_embeddings, h],
+            emb,
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![spec.type_vocab_size, h],
+            emb,
+        ),
         ("embeddings.LayerNorm.weight".into(), vec![h], ln_w),
         ("embeddings.LayerNorm.bias".into(), vec![h], ln_b),
     ];
@@ -502,11 +553,14 @@ fn weights(spec: &Spec, vocab_size: usize) -> anyhow::Result<Vec<u8>> {
     for (name, shape, init) in tensors {
         let n: usize = shape.iter().product();
         let mut rng = rng_for(spec.seed, &name);
-        let mut values: Vec<f32> = (0..n).map(|_| init.center + init.scale * rng.symmetric()).collect();
+        let mut values: Vec<f32> = (0..n)
+            .map(|_| init.center + init.scale * rng.symmetric())
+            .collect();
         // XLM-R: the padding rows (word id pad_token_id, position padding_idx) are zero, as
         // nn.Embedding(padding_idx=1) leaves them; they are never looked up for real tokens.
         if spec.arch == Arch::XlmRoberta
-            && (name == "embeddings.word_embeddings.weight" || name == "embeddings.position_embeddings.weight")
+            && (name == "embeddings.word_embeddings.weight"
+                || name == "embeddings.position_embeddings.weight")
         {
             let row = spec.pad_token_id as usize;
             values[row * h..(row + 1) * h].fill(0.0);
@@ -517,11 +571,18 @@ fn weights(spec: &Spec, vocab_size: usize) -> anyhow::Result<Vec<u8>> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
         .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?;
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape.clone(),
+                bytes,
+            )?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
     let bytes = safetensors::serialize(views, &metadata)?;
     if bytes.is_empty() {
         bail!("empty safetensors");
@@ -566,7 +627,11 @@ mod tests {
         for spec in &SPECS {
             let (a, b) = (out.join(spec.name), committed.join(spec.name));
             let (fa, fb) = (files_under(&a), files_under(&b));
-            assert_eq!(fa, fb, "{}: the file lists differ (run cargo xtask tiny?)", spec.name);
+            assert_eq!(
+                fa, fb,
+                "{}: the file lists differ (run cargo xtask tiny?)",
+                spec.name
+            );
             for f in fa {
                 assert!(
                     fs::read(a.join(&f)).unwrap() == fs::read(b.join(&f)).unwrap(),
@@ -584,17 +649,25 @@ mod tests {
     #[test]
     fn tiny_tokenizer_matches_full_tokenizer() {
         let td = paths::testdata_dir();
-        let full = tokenizers::Tokenizer::from_file(td.join("xlmr-tokenizer/tokenizer.json")).unwrap();
-        let tiny = tokenizers::Tokenizer::from_file(td.join("tiny/tiny-bert/tokenizer.json")).unwrap();
+        let full =
+            tokenizers::Tokenizer::from_file(td.join("xlmr-tokenizer/tokenizer.json")).unwrap();
+        let tiny =
+            tokenizers::Tokenizer::from_file(td.join("tiny/tiny-bert/tokenizer.json")).unwrap();
         let texts = read_texts(&td.join("golden/texts.jsonl")).unwrap();
         let mut checked = 0;
         for text in &texts {
             let fe = full.encode(text.as_str(), true).unwrap();
-            if fe.get_ids().len() > MAX_SEQ_LENGTH || !text.chars().any(|c| ('가'..='힣').contains(&c)) {
+            if fe.get_ids().len() > MAX_SEQ_LENGTH
+                || !text.chars().any(|c| ('가'..='힣').contains(&c))
+            {
                 continue;
             }
             let te = tiny.encode(text.as_str(), true).unwrap();
-            assert_eq!(te.get_tokens(), fe.get_tokens(), "pieces differ on {text:?}");
+            assert_eq!(
+                te.get_tokens(),
+                fe.get_tokens(),
+                "pieces differ on {text:?}"
+            );
             for (t, f) in te.get_ids().iter().zip(fe.get_ids()) {
                 assert_eq!(tiny.id_to_token(*t), full.id_to_token(*f));
             }

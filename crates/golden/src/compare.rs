@@ -22,27 +22,58 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// Bit-for-bit (-0.0 == 0.0).
-    pub const EXACT: Tolerance = Tolerance { name: "EXACT", max_abs: 0.0, min_cosine: None, scale_by_rms: false };
+    pub const EXACT: Tolerance = Tolerance {
+        name: "EXACT",
+        max_abs: 0.0,
+        min_cosine: None,
+        scale_by_rms: false,
+    };
     /// Final (normalized) embeddings: max |diff| <= 1e-5 per component, cosine >= 0.99999.
-    pub const EMBEDDING: Tolerance =
-        Tolerance { name: "EMBEDDING", max_abs: 1e-5, min_cosine: Some(0.99999), scale_by_rms: false };
+    pub const EMBEDDING: Tolerance = Tolerance {
+        name: "EMBEDDING",
+        max_abs: 1e-5,
+        min_cosine: Some(0.99999),
+        scale_by_rms: false,
+    };
     /// Pooled vectors before Normalize (or the output of a model without it): as EMBEDDING, with
     /// the absolute bound scaled by the vectors' rms when it exceeds 1.
-    pub const POOLED: Tolerance =
-        Tolerance { name: "POOLED", max_abs: 1e-5, min_cosine: Some(0.99999), scale_by_rms: true };
+    pub const POOLED: Tolerance = Tolerance {
+        name: "POOLED",
+        max_abs: 1e-5,
+        min_cosine: Some(0.99999),
+        scale_by_rms: true,
+    };
     /// Hidden states per layer: max |diff| <= 1e-4 scaled by the layer's rms where it exceeds 1.
-    pub const HIDDEN: Tolerance = Tolerance { name: "HIDDEN", max_abs: 1e-4, min_cosine: None, scale_by_rms: true };
+    pub const HIDDEN: Tolerance = Tolerance {
+        name: "HIDDEN",
+        max_abs: 1e-4,
+        min_cosine: None,
+        scale_by_rms: true,
+    };
     /// The same text alone and inside a batch (any composition, any thread count): 1e-6.
-    pub const BATCH_INVARIANCE: Tolerance =
-        Tolerance { name: "BATCH_INVARIANCE", max_abs: 1e-6, min_cosine: None, scale_by_rms: false };
+    pub const BATCH_INVARIANCE: Tolerance = Tolerance {
+        name: "BATCH_INVARIANCE",
+        max_abs: 1e-6,
+        min_cosine: None,
+        scale_by_rms: false,
+    };
     /// Reduced precision (f16/bf16/int8 weights) is judged by cosine per text only; this is the
     /// floor, report min and mean (the [`Report`] has both).
-    pub const REDUCED_PRECISION: Tolerance =
-        Tolerance { name: "REDUCED_PRECISION", max_abs: f32::INFINITY, min_cosine: Some(0.999), scale_by_rms: false };
+    pub const REDUCED_PRECISION: Tolerance = Tolerance {
+        name: "REDUCED_PRECISION",
+        max_abs: f32::INFINITY,
+        min_cosine: Some(0.999),
+        scale_by_rms: false,
+    };
 
     /// A named tolerance of one's own.
     pub const fn new(name: &'static str, max_abs: f32, min_cosine: Option<f64>) -> Tolerance {
-        Tolerance { name, max_abs, min_cosine, scale_by_rms: false }
+        Tolerance {
+            name,
+            max_abs,
+            min_cosine,
+            scale_by_rms: false,
+        }
     }
 }
 
@@ -71,7 +102,10 @@ pub struct Report {
 impl Report {
     /// (row, col) of the largest difference.
     pub fn max_at(&self) -> (usize, usize) {
-        (self.max_index / self.cols.max(1), self.max_index % self.cols.max(1))
+        (
+            self.max_index / self.cols.max(1),
+            self.max_index % self.cols.max(1),
+        )
     }
 }
 
@@ -100,8 +134,20 @@ impl std::error::Error for Mismatch {}
 
 /// Compares one vector (or any flat tensor): positions are reported as flat indices, the cosine
 /// is over the whole.
-pub fn compare(name: &str, actual: &[f32], expected: &[f32], tol: Tolerance) -> Result<Report, Mismatch> {
-    compare_rows(name, actual, expected, expected.len().max(1), |_| String::new(), tol)
+pub fn compare(
+    name: &str,
+    actual: &[f32],
+    expected: &[f32],
+    tol: Tolerance,
+) -> Result<Report, Mismatch> {
+    compare_rows(
+        name,
+        actual,
+        expected,
+        expected.len().max(1),
+        |_| String::new(),
+        tol,
+    )
 }
 
 /// Compares a row-major [rows, cols] matrix; `axis` names its rows in messages ("row" for
@@ -137,8 +183,17 @@ pub fn compare_rows(
         });
     }
     let rows = expected.len() / cols;
-    let rms = (expected.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / expected.len().max(1) as f64).sqrt();
-    let scale = if tol.scale_by_rms { rms.max(1.0) as f32 } else { 1.0 };
+    let rms = (expected
+        .iter()
+        .map(|&e| (e as f64) * (e as f64))
+        .sum::<f64>()
+        / expected.len().max(1) as f64)
+        .sqrt();
+    let scale = if tol.scale_by_rms {
+        rms.max(1.0) as f32
+    } else {
+        1.0
+    };
     let allowed = tol.max_abs * scale;
 
     let diff_at = |i: usize| -> f32 {
@@ -171,13 +226,22 @@ pub fn compare_rows(
         err2 += (d as f64) * (d as f64);
         ref2 += (expected[i] as f64) * (expected[i] as f64);
     }
-    let nmse = if ref2 > 0.0 { err2 / ref2 } else if err2 > 0.0 { f64::INFINITY } else { 0.0 };
+    let nmse = if ref2 > 0.0 {
+        err2 / ref2
+    } else if err2 > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
 
     let (mut min_cos, mut sum_cos) = ((f64::INFINITY, 0usize), 0.0);
     let mut cos_fail = false;
     if tol.min_cosine.is_some() {
         for r in 0..rows {
-            let c = cosine(&actual[r * cols..(r + 1) * cols], &expected[r * cols..(r + 1) * cols]);
+            let c = cosine(
+                &actual[r * cols..(r + 1) * cols],
+                &expected[r * cols..(r + 1) * cols],
+            );
             sum_cos += c;
             if c < min_cos.0 || c.is_nan() {
                 min_cos = (c, r);
@@ -221,13 +285,21 @@ pub fn compare_rows(
          max |diff| {max_diff:.3e} at {} (actual {:?}, expected {:?}); nmse {nmse:.3e}",
         expected.len(),
         tol.name,
-        if scale != 1.0 { format!(" = {:.0e} x rms {scale:.3}", tol.max_abs) } else { String::new() },
+        if scale != 1.0 {
+            format!(" = {:.0e} x rms {scale:.3}", tol.max_abs)
+        } else {
+            String::new()
+        },
         place(max_index),
         actual[max_index],
         expected[max_index],
     );
     if let (Some(need), Some(mean)) = (tol.min_cosine, report.mean_cosine) {
-        let where_ = if rows == 1 { String::new() } else { format!(" at {}", row_name(&label, min_cos.1)) };
+        let where_ = if rows == 1 {
+            String::new()
+        } else {
+            format!(" at {}", row_name(&label, min_cos.1))
+        };
         msg += &format!(
             "\n  cosine: min {:.7}{where_} (needs >= {need}), mean {mean:.7}{}",
             min_cos.0,
@@ -246,7 +318,10 @@ pub fn compare_rows(
             );
         }
     }
-    Err(Mismatch { report: Some(report), message: msg })
+    Err(Mismatch {
+        report: Some(report),
+        message: msg,
+    })
 }
 
 fn row_name(label: &impl Fn(usize) -> String, r: usize) -> String {
@@ -280,10 +355,19 @@ pub fn compare_ids(name: &str, actual: &[u32], expected: &[u32]) -> Result<(), M
     if actual == expected {
         return Ok(());
     }
-    let first = actual.iter().zip(expected).position(|(a, e)| a != e).unwrap_or(actual.len().min(expected.len()));
+    let first = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| a != e)
+        .unwrap_or(actual.len().min(expected.len()));
     let window = |v: &[u32]| -> String {
         let (a, b) = (first.saturating_sub(3), (first + 4).min(v.len()));
-        format!("{}{:?}{}", if a > 0 { "... " } else { "" }, &v[a..b], if b < v.len() { " ..." } else { "" })
+        format!(
+            "{}{:?}{}",
+            if a > 0 { "... " } else { "" },
+            &v[a..b],
+            if b < v.len() { " ..." } else { "" }
+        )
     };
     Err(Mismatch {
         report: None,
@@ -303,7 +387,9 @@ mod tests {
     use super::*;
 
     fn ramp(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5).collect()
+        (0..n)
+            .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5)
+            .collect()
     }
 
     #[test]
@@ -321,12 +407,17 @@ mod tests {
         let e = ramp(40);
         let mut a = e.clone();
         a[27] += 3e-5; // row 3, col 3 of 8 columns
-        let m = compare_matrix("tiny embeddings", &a, &e, 8, "row", Tolerance::EMBEDDING).unwrap_err();
+        let m =
+            compare_matrix("tiny embeddings", &a, &e, 8, "row", Tolerance::EMBEDDING).unwrap_err();
         let rep = m.report.clone().unwrap();
         assert_eq!(rep.max_index, 27);
         assert_eq!(rep.max_at(), (3, 3));
         assert_eq!(rep.over, 1);
-        assert!((rep.max_abs_diff - 3e-5).abs() < 1e-6, "{}", rep.max_abs_diff);
+        assert!(
+            (rep.max_abs_diff - 3e-5).abs() < 1e-6,
+            "{}",
+            rep.max_abs_diff
+        );
         let text = m.to_string();
         assert!(text.contains("tiny embeddings"), "{text}");
         assert!(text.contains("row 3, col 3"), "{text}");
@@ -362,8 +453,15 @@ mod tests {
         for v in &mut a[16..24] {
             *v = -*v;
         }
-        let m = compare_rows("rows", &a, &e, 8, |r| format!("row {r} (text-{r})"), Tolerance::REDUCED_PRECISION)
-            .unwrap_err();
+        let m = compare_rows(
+            "rows",
+            &a,
+            &e,
+            8,
+            |r| format!("row {r} (text-{r})"),
+            Tolerance::REDUCED_PRECISION,
+        )
+        .unwrap_err();
         assert_eq!(m.report.as_ref().unwrap().min_cosine.unwrap().1, 2);
         assert!(m.to_string().contains("row 2 (text-2)"), "{m}");
     }

