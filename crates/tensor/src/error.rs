@@ -94,8 +94,14 @@ mod tests {
 
     #[test]
     fn messages_name_the_operation_and_the_shapes() {
-        let e = expect_shape("matmul_bias_nt", "w", &[1536, 385], &["N", "K"], &[1536, 384])
-            .unwrap_err();
+        let e = expect_shape(
+            "matmul_bias_nt",
+            "w",
+            &[1536, 385],
+            &["N", "K"],
+            &[1536, 384],
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "matmul_bias_nt: `w` has shape [1536, 385], expected [N, K] = [1536, 384]"

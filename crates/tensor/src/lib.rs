@@ -5,9 +5,9 @@
 //!
 //! | step | function | shapes |
 //! |---|---|---|
-//! | Q, K, V, output and FFN projections | [`matmul_bias_nt`] | out[M,N] = x[M,K] · w[N,K]ᵀ + b[N] |
-//! | attention over one sequence | [`attention_single_sequence`] (or `_qkv`) | out[T,H] from q, k, v [T,H] |
-//! | residual + post-LN | [`add_layernorm_inplace`] | x[M,N] = LN(x + residual) |
+//! | Q, K, V, output and FFN projections | [`matmul_bias_nt`] | `out[M,N] = x[M,K] · w[N,K]ᵀ + b[N]` |
+//! | attention over one sequence | [`attention_single_sequence`] (or `_qkv`) | `out[T,H]` from q, k, v `[T,H]` |
+//! | residual + post-LN | [`add_layernorm_inplace`] | `x[M,N] = LN(x + residual)` |
 //! | FFN activation | [`gelu_erf_inplace`] | exact erf GELU, elementwise |
 //!
 //! plus [`matmul_nt`] / [`matmul_nn`] (no bias), [`softmax_rows_inplace`], [`layernorm_inplace`],

@@ -34,7 +34,11 @@ impl Shape {
                 reason: "more than MAX_RANK = 4 axes",
             });
         }
-        if dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none() {
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
             return Err(TensorError::UnsupportedShape {
                 op,
                 shape: dims.to_vec(),
@@ -246,14 +250,18 @@ impl<'a> TensorView<'a> {
     /// Views `data` (for example a weight borrowed from a memory map) as a tensor of `shape`;
     /// errors if the lengths disagree.
     pub fn new(data: &'a [f32], shape: &[usize]) -> Result<TensorView<'a>> {
-        let shape = Shape::new("TensorView::new", shape)?;
-        check_len("TensorView::new", data.len(), &shape)?;
-        Ok(TensorView { data, shape })
+        Self::checked("TensorView::new", data, shape)
     }
 
     /// The same data under another shape with the same element count.
     pub fn reshape(self, shape: &[usize]) -> Result<TensorView<'a>> {
-        TensorView::new(self.data, shape)
+        Self::checked("TensorView::reshape", self.data, shape)
+    }
+
+    fn checked(op: &'static str, data: &'a [f32], shape: &[usize]) -> Result<TensorView<'a>> {
+        let shape = Shape::new(op, shape)?;
+        check_len(op, data.len(), &shape)?;
+        Ok(TensorView { data, shape })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -332,14 +340,18 @@ pub struct TensorViewMut<'a> {
 impl<'a> TensorViewMut<'a> {
     /// Views `data` as a mutable tensor of `shape`; errors if the lengths disagree.
     pub fn new(data: &'a mut [f32], shape: &[usize]) -> Result<TensorViewMut<'a>> {
-        let shape = Shape::new("TensorViewMut::new", shape)?;
-        check_len("TensorViewMut::new", data.len(), &shape)?;
-        Ok(TensorViewMut { data, shape })
+        Self::checked("TensorViewMut::new", data, shape)
     }
 
     /// The same data under another shape with the same element count.
     pub fn reshape(self, shape: &[usize]) -> Result<TensorViewMut<'a>> {
-        TensorViewMut::new(self.data, shape)
+        Self::checked("TensorViewMut::reshape", self.data, shape)
+    }
+
+    fn checked(op: &'static str, data: &'a mut [f32], shape: &[usize]) -> Result<Self> {
+        let shape = Shape::new(op, shape)?;
+        check_len(op, data.len(), &shape)?;
+        Ok(TensorViewMut { data, shape })
     }
 
     /// A shorter-lived mutable view of the same data, so `self` can be used again afterwards.

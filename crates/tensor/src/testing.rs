@@ -234,6 +234,12 @@ mod tests {
     #[test]
     #[should_panic(expected = "demo [3]: 1 of 3 values differ")]
     fn assert_close_panics_with_the_report() {
-        assert_close("demo", &[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0], &[3], Tolerance::strict());
+        assert_close(
+            "demo",
+            &[1.0, 2.0, 3.0],
+            &[1.0, 2.0, 4.0],
+            &[3],
+            Tolerance::strict(),
+        );
     }
 }

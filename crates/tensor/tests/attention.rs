@@ -29,7 +29,9 @@ fn reference(q: &[f32], k: &[f32], v: &[f32], t_len: usize, h: usize, heads: usi
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let sum: f64 = e.iter().sum();
             for l in 0..d {
-                let ctx: f64 = (0..t_len).map(|j| e[j] / sum * v[j * h + c + l] as f64).sum();
+                let ctx: f64 = (0..t_len)
+                    .map(|j| e[j] / sum * v[j * h + c + l] as f64)
+                    .sum();
                 out[i * h + c + l] = ctx as f32;
             }
         }
@@ -51,8 +53,7 @@ fn matches_the_definition() {
             let want = reference(&q, &k, &v, t_len, h, heads);
             let (q, k, v) = (t(q, &[t_len, h]), t(k, &[t_len, h]), t(v, &[t_len, h]));
             let mut out = Tensor::full(&[t_len, h], f32::NAN);
-            attention_single_sequence(out.view_mut(), q.view(), k.view(), v.view(), heads)
-                .unwrap();
+            attention_single_sequence(out.view_mut(), q.view(), k.view(), v.view(), heads).unwrap();
             let what = format!("attention T={t_len} H={h} heads={heads}");
             let tol = Tolerance {
                 abs: 2e-6,
@@ -74,7 +75,11 @@ fn fused_qkv_equals_separate_and_heads_equal_single_head_calls() {
             .flat_map(|row| row[which * h..(which + 1) * h].to_vec())
             .collect()
     };
-    let (q, k, v) = (t(part(0), &[t_len, h]), t(part(1), &[t_len, h]), t(part(2), &[t_len, h]));
+    let (q, k, v) = (
+        t(part(0), &[t_len, h]),
+        t(part(1), &[t_len, h]),
+        t(part(2), &[t_len, h]),
+    );
     let mut separate = Tensor::full(&[t_len, h], f32::NAN);
     attention_single_sequence(separate.view_mut(), q.view(), k.view(), v.view(), heads).unwrap();
     let mut fused = Tensor::full(&[t_len, h], f32::NAN);
@@ -92,9 +97,19 @@ fn fused_qkv_equals_separate_and_heads_equal_single_head_calls() {
             t(data, &[t_len, d])
         };
         let mut one = Tensor::full(&[t_len, d], f32::NAN);
-        attention_single_sequence(one.view_mut(), cols(&q).view(), cols(&k).view(), cols(&v).view(), 1)
-            .unwrap();
-        assert_eq!(bits(one.as_slice()), bits(cols(&separate).as_slice()), "head {head}");
+        attention_single_sequence(
+            one.view_mut(),
+            cols(&q).view(),
+            cols(&k).view(),
+            cols(&v).view(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(one.as_slice()),
+            bits(cols(&separate).as_slice()),
+            "head {head}"
+        );
     }
 }
 

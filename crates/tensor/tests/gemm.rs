@@ -24,7 +24,14 @@ fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
 }
 
 /// out[M,N] = x[M,K]·w[N,K]ᵀ + b[N] by the definition, in exact integer arithmetic.
-fn int_reference_nt(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+fn int_reference_nt(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -64,8 +71,20 @@ fn integer_inputs_are_exact_in_fast_and_naive_paths() {
         let mut slow = Tensor::full(&[m, n], f32::NAN);
         naive::matmul_nt(slow.view_mut(), x.view(), w.view()).unwrap();
         let what = format!("matmul_nt m={m} k={k} n={n}");
-        assert_close(&what, fast.as_slice(), &want_nt, &[m, n], Tolerance::exact());
-        assert_close(&what, slow.as_slice(), &want_nt, &[m, n], Tolerance::exact());
+        assert_close(
+            &what,
+            fast.as_slice(),
+            &want_nt,
+            &[m, n],
+            Tolerance::exact(),
+        );
+        assert_close(
+            &what,
+            slow.as_slice(),
+            &want_nt,
+            &[m, n],
+            Tolerance::exact(),
+        );
 
         // matmul_nn with y = wᵀ laid out as [K, N]: the same products.
         let mut y = vec![0.0; k * n];
@@ -80,8 +99,20 @@ fn integer_inputs_are_exact_in_fast_and_naive_paths() {
         let mut slow = Tensor::full(&[m, n], f32::NAN);
         naive::matmul_nn(slow.view_mut(), x.view(), y.view()).unwrap();
         let what = format!("matmul_nn m={m} k={k} n={n}");
-        assert_close(&what, fast.as_slice(), &want_nt, &[m, n], Tolerance::exact());
-        assert_close(&what, slow.as_slice(), &want_nt, &[m, n], Tolerance::exact());
+        assert_close(
+            &what,
+            fast.as_slice(),
+            &want_nt,
+            &[m, n],
+            Tolerance::exact(),
+        );
+        assert_close(
+            &what,
+            slow.as_slice(),
+            &want_nt,
+            &[m, n],
+            Tolerance::exact(),
+        );
     }
 }
 
@@ -97,7 +128,10 @@ fn dot_error_bound(k: usize, abs_sum: f32) -> Tolerance {
 #[test]
 fn float_inputs_match_the_naive_twin() {
     let mut rng = Rng::new(2);
-    for (m, k, n) in all_shapes().into_iter().chain([(16, 384, 1536), (33, 1536, 384)]) {
+    for (m, k, n) in all_shapes()
+        .into_iter()
+        .chain([(16, 384, 1536), (33, 1536, 384)])
+    {
         let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
@@ -137,7 +171,11 @@ fn row_results_do_not_depend_on_the_batch() {
         let xs = x.view().slice_rows(rows.clone());
         matmul_bias_nt(part.view_mut(), xs, w.view(), b.view()).unwrap();
         let want = full.view().slice_rows(rows.clone());
-        assert_eq!(bits(part.as_slice()), bits(want.as_slice()), "rows {rows:?}");
+        assert_eq!(
+            bits(part.as_slice()),
+            bits(want.as_slice()),
+            "rows {rows:?}"
+        );
     }
 }
 
@@ -181,15 +219,31 @@ fn shape_errors_name_the_operation_and_the_shapes() {
     assert!(out.as_slice().iter().all(|v| v.is_nan()));
 
     let w = Tensor::zeros(&[1536, 384]);
-    let e = matmul_bias_nt(out.view_mut(), x.view(), w.view(), Tensor::zeros(&[384]).view())
-        .unwrap_err();
+    let e = matmul_bias_nt(
+        out.view_mut(),
+        x.view(),
+        w.view(),
+        Tensor::zeros(&[384]).view(),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "matmul_bias_nt: `bias` has shape [384], expected [N] = [1536]"
     );
-    let e = naive::matmul_bias_nt(out.view_mut(), x.view(), w.view(), Tensor::zeros(&[384]).view())
-        .unwrap_err();
-    assert!(matches!(e, TensorError::ShapeMismatch { operand: "bias", .. }));
+    let e = naive::matmul_bias_nt(
+        out.view_mut(),
+        x.view(),
+        w.view(),
+        Tensor::zeros(&[384]).view(),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        TensorError::ShapeMismatch {
+            operand: "bias",
+            ..
+        }
+    ));
 
     let mut small = Tensor::zeros(&[16, 1535]);
     let e = matmul_bias_nt(small.view_mut(), x.view(), w.view(), b.view()).unwrap_err();
@@ -198,7 +252,12 @@ fn shape_errors_name_the_operation_and_the_shapes() {
         "matmul_bias_nt: `out` has shape [16, 1535], expected [M, N] = [16, 1536]"
     );
 
-    let e = matmul_nt(out.view_mut(), Tensor::zeros(&[16, 384, 1]).view(), w.view()).unwrap_err();
+    let e = matmul_nt(
+        out.view_mut(),
+        Tensor::zeros(&[16, 384, 1]).view(),
+        w.view(),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "matmul_nt: `a` has shape [16, 384, 1], expected a 2-D [M, K]"

@@ -78,10 +78,7 @@ fn large_offset_with_tiny_eps() {
         let what = format!("layernorm 1e4 + noise {noise}");
         assert_close(&what, got.as_slice(), &want, &[m, n], TOL);
         // Each row is normalised: mean ~0 and variance ~1 before gamma/beta.
-        let mut unit = t(
-            got.as_slice().to_vec(),
-            &[m, n],
-        );
+        let mut unit = t(got.as_slice().to_vec(), &[m, n]);
         for (i, v) in unit.as_mut_slice().iter_mut().enumerate() {
             *v = (*v - b.as_slice()[i % n]) / g.as_slice()[i % n];
         }
@@ -89,7 +86,10 @@ fn large_offset_with_tiny_eps() {
             let row = unit.row(r);
             let mean: f64 = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let var: f64 = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "row {r}: {mean} {var}");
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                "row {r}: {mean} {var}"
+            );
         }
     }
 }
@@ -108,8 +108,13 @@ fn constant_rows_give_beta() {
     }
     // N = 1: every row is constant.
     let mut x = t(vec![5.0, -2.0], &[2, 1]);
-    layernorm_inplace(x.view_mut(), t(vec![3.0], &[1]).view(), t(vec![0.5], &[1]).view(), 1e-12)
-        .unwrap();
+    layernorm_inplace(
+        x.view_mut(),
+        t(vec![3.0], &[1]).view(),
+        t(vec![0.5], &[1]).view(),
+        1e-12,
+    )
+    .unwrap();
     assert_eq!(x.as_slice(), &[0.5, 0.5]);
 }
 
@@ -130,7 +135,11 @@ fn fused_add_layernorm_equals_add_then_layernorm() {
 
         let mut fused = t(x, &[m, n]);
         add_layernorm_inplace(fused.view_mut(), res.view(), g.view(), b.view(), 1e-12).unwrap();
-        assert_eq!(bits(fused.as_slice()), bits(two_step.as_slice()), "m={m} n={n}");
+        assert_eq!(
+            bits(fused.as_slice()),
+            bits(two_step.as_slice()),
+            "m={m} n={n}"
+        );
 
         let want = reference(&sum, g.as_slice(), b.as_slice(), 1e-12);
         assert_close("add_layernorm", fused.as_slice(), &want, &[m, n], TOL);
@@ -152,8 +161,8 @@ fn add_is_exact_on_integers() {
 fn errors_name_the_operation_and_write_nothing() {
     let mut x = Tensor::full(&[2, 4], f32::NAN);
     let (g, b) = (Tensor::zeros(&[4]), Tensor::zeros(&[4]));
-    let e = layernorm_inplace(x.view_mut(), Tensor::zeros(&[3]).view(), b.view(), 1e-12)
-        .unwrap_err();
+    let e =
+        layernorm_inplace(x.view_mut(), Tensor::zeros(&[3]).view(), b.view(), 1e-12).unwrap_err();
     assert_eq!(
         e.to_string(),
         "layernorm_inplace: `gamma` has shape [3], expected [N] = [4]"
@@ -164,8 +173,8 @@ fn errors_name_the_operation_and_write_nothing() {
         "layernorm_inplace: eps must be finite and >= 0, got -1"
     );
     assert!(layernorm_inplace(x.view_mut(), g.view(), b.view(), f32::NAN).is_err());
-    let e = layernorm_inplace(Tensor::zeros(&[8]).view_mut(), g.view(), b.view(), 1e-5)
-        .unwrap_err();
+    let e =
+        layernorm_inplace(Tensor::zeros(&[8]).view_mut(), g.view(), b.view(), 1e-5).unwrap_err();
     assert!(matches!(e, TensorError::ShapeMismatch { operand: "x", .. }));
 
     let e = add_layernorm_inplace(

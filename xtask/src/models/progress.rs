@@ -27,16 +27,26 @@ impl Progress {
         let label = label.into();
         let bar = std::io::stderr().is_terminal().then(|| {
             let counts = match unit {
-                Unit::Bytes => "{bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                Unit::Bytes => {
+                    "{decimal_bytes}/{decimal_total_bytes} ({decimal_bytes_per_sec}, {eta})"
+                }
                 Unit::Elements => "{human_pos}/{human_len} ({per_sec}, {eta})",
             };
             let template = format!("{{msg:<40}} [{{bar:30}}] {counts}");
             let style = ProgressStyle::with_template(&template)
                 .expect("the progress template is valid")
                 .progress_chars("=> ");
-            ProgressBar::new(total).with_style(style).with_message(label.clone())
+            ProgressBar::new(total)
+                .with_style(style)
+                .with_message(label.clone())
         });
-        Progress { bar, label, total, unit, started: Instant::now() }
+        Progress {
+            bar,
+            label,
+            total,
+            unit,
+            started: Instant::now(),
+        }
     }
 
     pub fn inc(&self, n: u64) {

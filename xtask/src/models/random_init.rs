@@ -36,7 +36,9 @@ pub fn splitmix64_mix(mut z: u64) -> u64 {
 /// 64-bit FNV-1a: a stable hash of the tensor name (std's hashers may change between Rust
 /// versions; this may not).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The random stream of one tensor: element i is the (i + 1)-th output of splitmix64 seeded
@@ -48,11 +50,16 @@ pub struct TensorRng {
 
 impl TensorRng {
     pub fn new(seed: u64, tensor_name: &str) -> Self {
-        TensorRng { key: splitmix64_mix(seed ^ fnv1a64(tensor_name.as_bytes())) }
+        TensorRng {
+            key: splitmix64_mix(seed ^ fnv1a64(tensor_name.as_bytes())),
+        }
     }
 
     pub fn bits(&self, index: u64) -> u64 {
-        splitmix64_mix(self.key.wrapping_add(index.wrapping_add(1).wrapping_mul(GAMMA)))
+        splitmix64_mix(
+            self.key
+                .wrapping_add(index.wrapping_add(1).wrapping_mul(GAMMA)),
+        )
     }
 
     /// Uniform on [-1, 1) in steps of 2^-23: the top 24 bits, so every step is exact in f32.
@@ -90,16 +97,29 @@ impl Init {
 pub fn random_xlmr_tensors(shape: &EncoderShape, seed: u64) -> Vec<OutTensor<'static>> {
     let mut specs = encoder_tensors(shape);
     specs.extend(pooler_tensors(shape));
-    specs.into_iter().map(|spec| generated_tensor(spec, seed)).collect()
+    specs
+        .into_iter()
+        .map(|spec| generated_tensor(spec, seed))
+        .collect()
 }
 
 fn generated_tensor(spec: TensorSpec, seed: u64) -> OutTensor<'static> {
     let zero_row = match spec.name.as_str() {
-        "embeddings.word_embeddings.weight" | "embeddings.position_embeddings.weight" => Some((PADDING_ROW, spec.dims[1])),
+        "embeddings.word_embeddings.weight" | "embeddings.position_embeddings.weight" => {
+            Some((PADDING_ROW, spec.dims[1]))
+        }
         _ => None,
     };
-    let init = Init { rng: TensorRng::new(seed, &spec.name), role: spec.role, zero_row };
-    OutTensor { name: spec.name, dims: spec.dims, values: Values::Generated(Box::new(move |i| init.value(i))) }
+    let init = Init {
+        rng: TensorRng::new(seed, &spec.name),
+        role: spec.role,
+        zero_row,
+    };
+    OutTensor {
+        name: spec.name,
+        dims: spec.dims,
+        values: Values::Generated(Box::new(move |i| init.value(i))),
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +140,10 @@ mod tests {
     fn the_generator_is_pinned() {
         // Written down once, and reproduced by an independent Python implementation of the
         // same definition: a change here changes koe5-shape's sha256.
-        let rng = TensorRng::new(KOE5_SHAPE_SEED, "encoder.layer.0.attention.self.query.weight");
+        let rng = TensorRng::new(
+            KOE5_SHAPE_SEED,
+            "encoder.layer.0.attention.self.query.weight",
+        );
         assert_eq!(rng.bits(0), 0x49b8_0942_99b0_3b9e);
         assert_eq!(rng.bits(1), 0xd237_7666_b5d1_46c4);
         assert_eq!(rng.bits(1 << 40), 0x7f53_3e8c_9b06_27b9);
@@ -143,16 +166,32 @@ mod tests {
             assert_eq!(value("embeddings.word_embeddings.weight", i), 0.0);
             assert_eq!(value("embeddings.position_embeddings.weight", i), 0.0);
         }
-        assert_ne!(value("embeddings.word_embeddings.weight", h as u64 - 1), 0.0);
-        assert_ne!(value("embeddings.position_embeddings.weight", 2 * h as u64), 0.0);
-        assert_eq!(value("embeddings.word_embeddings.weight", 0).to_bits(), 0x3ccf_3c73); // 0.02529738
-        assert_eq!(value("encoder.layer.23.output.LayerNorm.weight", 7).to_bits(), 0x3f82_a5c0); // 1.0206833
+        assert_ne!(
+            value("embeddings.word_embeddings.weight", h as u64 - 1),
+            0.0
+        );
+        assert_ne!(
+            value("embeddings.position_embeddings.weight", 2 * h as u64),
+            0.0
+        );
+        assert_eq!(
+            value("embeddings.word_embeddings.weight", 0).to_bits(),
+            0x3ccf_3c73
+        ); // 0.02529738
+        assert_eq!(
+            value("encoder.layer.23.output.LayerNorm.weight", 7).to_bits(),
+            0x3f82_a5c0
+        ); // 1.0206833
         assert_eq!(value("pooler.dense.bias", 3).to_bits(), 0xbbd4_cdc7); // -0.006494257
     }
 
     #[test]
     fn weights_have_std_0_02_and_layer_norm_weights_sit_near_one() {
-        let init = Init { rng: TensorRng::new(1, "w"), role: Role::Weight, zero_row: None };
+        let init = Init {
+            rng: TensorRng::new(1, "w"),
+            role: Role::Weight,
+            zero_row: None,
+        };
         let n = 200_000;
         let values: Vec<f64> = (0..n).map(|i| init.value(i) as f64).collect();
         let mean = values.iter().sum::<f64>() / n as f64;
@@ -161,8 +200,13 @@ mod tests {
         assert!((std - 0.02).abs() < 2e-4, "std {std}");
         assert!(values.iter().all(|v| v.abs() <= WEIGHT_HALF_WIDTH as f64));
 
-        let init = Init { role: Role::LayerNormWeight, ..init };
-        assert!((0..1000).map(|i| init.value(i)).all(|v| (0.95..=1.05).contains(&v)));
+        let init = Init {
+            role: Role::LayerNormWeight,
+            ..init
+        };
+        assert!((0..1000)
+            .map(|i| init.value(i))
+            .all(|v| (0.95..=1.05).contains(&v)));
     }
 
     #[test]

@@ -79,7 +79,12 @@ pub struct WrittenFile {
 }
 
 /// Writes `tensors`, all stored as `dtype`, to `path`; returns the size and sha256 of the file.
-pub fn write(path: &Path, dtype: Dtype, tensors: &[OutTensor], label: &str) -> anyhow::Result<WrittenFile> {
+pub fn write(
+    path: &Path,
+    dtype: Dtype,
+    tensors: &[OutTensor],
+    label: &str,
+) -> anyhow::Result<WrittenFile> {
     for tensor in tensors {
         if let Values::Data(data) = &tensor.values {
             ensure!(
@@ -92,7 +97,10 @@ pub fn write(path: &Path, dtype: Dtype, tensors: &[OutTensor], label: &str) -> a
         }
     }
     let header = header_bytes(dtype, tensors);
-    let data_bytes: u64 = tensors.iter().map(|t| (t.elements() * dtype.size()) as u64).sum();
+    let data_bytes: u64 = tensors
+        .iter()
+        .map(|t| (t.elements() * dtype.size()) as u64)
+        .sum();
     let total = 8 + header.len() as u64 + data_bytes;
 
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -112,17 +120,28 @@ pub fn write(path: &Path, dtype: Dtype, tensors: &[OutTensor], label: &str) -> a
             fill_chunk(&tensor.values, start, end, &mut values);
             encode(dtype, &values, &mut bytes)
                 .with_context(|| format!("tensor {} (elements {start}..{end})", tensor.name))?;
-            out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+            out.write_all(&bytes)
+                .with_context(|| format!("writing {}", path.display()))?;
             progress.inc(bytes.len() as u64);
             start = end;
         }
     }
-    ensure!(out.bytes_written() == total, "wrote {} bytes, expected {total}", out.bytes_written());
-    let (buffered, sha256) = out.finish().with_context(|| format!("writing {}", path.display()))?;
+    ensure!(
+        out.bytes_written() == total,
+        "wrote {} bytes, expected {total}",
+        out.bytes_written()
+    );
+    let (buffered, sha256) = out
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?;
     let file = buffered.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     progress.finish();
-    Ok(WrittenFile { bytes: total, sha256 })
+    Ok(WrittenFile {
+        bytes: total,
+        sha256,
+    })
 }
 
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
@@ -199,13 +218,22 @@ mod tests {
 
     fn sample_tensors() -> Vec<OutTensor<'static>> {
         vec![
-            OutTensor { name: "a.weight".into(), dims: vec![2, 3], values: Values::Data(Cow::Owned(vec![0.5, -1.0, 2.0, 3.25, 0.0, -0.125])) },
-            OutTensor { name: "b.bias".into(), dims: vec![3], values: Values::Generated(Box::new(|i| i as f32 * 10.0)) },
+            OutTensor {
+                name: "a.weight".into(),
+                dims: vec![2, 3],
+                values: Values::Data(Cow::Owned(vec![0.5, -1.0, 2.0, 3.25, 0.0, -0.125])),
+            },
+            OutTensor {
+                name: "b.bias".into(),
+                dims: vec![3],
+                values: Values::Generated(Box::new(|i| i as f32 * 10.0)),
+            },
         ]
     }
 
     fn write_to_temp(dtype: Dtype, tensors: &[OutTensor]) -> (Vec<u8>, WrittenFile) {
-        let dir = std::env::temp_dir().join(format!("koembed-st-test-{}-{dtype:?}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("koembed-st-test-{}-{dtype:?}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("model.safetensors");
         let written = write(&path, dtype, tensors, "test").unwrap();
@@ -232,11 +260,21 @@ mod tests {
             assert_eq!(b.shape(), &[3]);
             let decode = |raw: &[u8]| -> Vec<f32> {
                 match dtype {
-                    Dtype::F32 => raw.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                    Dtype::F16 => raw.chunks(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
+                    Dtype::F32 => raw
+                        .chunks(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    Dtype::F16 => raw
+                        .chunks(2)
+                        .map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                        .collect(),
                 }
             };
-            let expected_dtype = if dtype == Dtype::F32 { StDtype::F32 } else { StDtype::F16 };
+            let expected_dtype = if dtype == Dtype::F32 {
+                StDtype::F32
+            } else {
+                StDtype::F16
+            };
             assert_eq!(a.dtype(), expected_dtype);
             // All sample values are exact in f16 too.
             assert_eq!(decode(a.data()), vec![0.5, -1.0, 2.0, 3.25, 0.0, -0.125]);
@@ -249,15 +287,30 @@ mod tests {
         let mut bytes = Vec::new();
         // 1 + 2^-11 lies halfway between 1 and the next f16 (1 + 2^-10): ties go to even (1.0).
         // 1 + 3 * 2^-11 lies halfway between 1 + 2^-10 and 1 + 2^-9: even is 1 + 2^-9.
-        encode(Dtype::F16, &[1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11)], &mut bytes).unwrap();
+        encode(
+            Dtype::F16,
+            &[1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11)],
+            &mut bytes,
+        )
+        .unwrap();
         assert_eq!(bytes, [0x00, 0x3c, 0x02, 0x3c]);
         assert!(encode(Dtype::F16, &[70000.0], &mut bytes).is_err());
     }
 
     #[test]
     fn a_wrong_value_count_is_an_error() {
-        let tensors = vec![OutTensor { name: "t".into(), dims: vec![4], values: Values::Data(Cow::Owned(vec![1.0; 3])) }];
-        let err = write(Path::new("/nonexistent/never-created"), Dtype::F32, &tensors, "test").unwrap_err();
+        let tensors = vec![OutTensor {
+            name: "t".into(),
+            dims: vec![4],
+            values: Values::Data(Cow::Owned(vec![1.0; 3])),
+        }];
+        let err = write(
+            Path::new("/nonexistent/never-created"),
+            Dtype::F32,
+            &tensors,
+            "test",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("tensor t"), "{err}");
     }
 }

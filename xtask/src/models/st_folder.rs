@@ -25,11 +25,19 @@ pub struct Pipeline<'a> {
 /// config_sentence_transformers.json; returns their paths relative to `dir`.
 pub fn write_pipeline(dir: &Path, pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
     let module = |idx: usize, path: &str, kind: &str| {
-        json!({"idx": idx, "name": idx.to_string(), "path": path, "type": format!("sentence_transformers.models.{kind}")})
+        let kind = format!("sentence_transformers.models.{kind}");
+        json!({"idx": idx, "name": idx.to_string(), "path": path, "type": kind})
     };
-    let modules = json!([module(0, "", "Transformer"), module(1, "1_Pooling", "Pooling"), module(2, "2_Normalize", "Normalize")]);
-    let prompts: serde_json::Map<String, Value> =
-        pipeline.prompts.iter().map(|&(name, prompt)| (name.to_string(), json!(prompt))).collect();
+    let modules = json!([
+        module(0, "", "Transformer"),
+        module(1, "1_Pooling", "Pooling"),
+        module(2, "2_Normalize", "Normalize")
+    ]);
+    let prompts: serde_json::Map<String, Value> = pipeline
+        .prompts
+        .iter()
+        .map(|&(name, prompt)| (name.to_string(), json!(prompt)))
+        .collect();
     let mut st_config = json!({
         "__version__": {"sentence_transformers": "4.1.0", "transformers": "4.51.3"},
         "prompts": prompts,
@@ -41,9 +49,18 @@ pub fn write_pipeline(dir: &Path, pipeline: &Pipeline) -> anyhow::Result<Vec<Str
     }
     let files = [
         ("modules.json", pretty_json(&modules)?),
-        ("sentence_bert_config.json", pretty_json(&json!({"max_seq_length": 512, "do_lower_case": false}))?),
-        ("1_Pooling/config.json", pretty_json(&MeanPooling::new(pipeline.hidden))?),
-        ("config_sentence_transformers.json", pretty_json(&st_config)?),
+        (
+            "sentence_bert_config.json",
+            pretty_json(&json!({"max_seq_length": 512, "do_lower_case": false}))?,
+        ),
+        (
+            "1_Pooling/config.json",
+            pretty_json(&MeanPooling::new(pipeline.hidden))?,
+        ),
+        (
+            "config_sentence_transformers.json",
+            pretty_json(&st_config)?,
+        ),
     ];
     for (path, bytes) in &files {
         write_file(&dir.join(path), bytes)?;
@@ -113,22 +130,35 @@ pub struct BuildRecord {
 
 /// The folder's build record if the folder is complete and built by this builder version,
 /// else why it must be (re)built.
-pub fn completed_build(dir: &Path, model: &str, builder_version: u32) -> Result<BuildRecord, String> {
+pub fn completed_build(
+    dir: &Path,
+    model: &str,
+    builder_version: u32,
+) -> Result<BuildRecord, String> {
     let record_path = dir.join(BUILD_RECORD);
     let text = fs::read_to_string(&record_path).map_err(|_| "not built yet".to_string())?;
-    let record: BuildRecord = serde_json::from_str(&text).map_err(|e| format!("unreadable build record ({e})"))?;
+    let record: BuildRecord =
+        serde_json::from_str(&text).map_err(|e| format!("unreadable build record ({e})"))?;
     if record.model != model {
         return Err(format!("the folder holds {}", record.model));
     }
     if record.builder_version != builder_version {
-        return Err(format!("built by builder version {}, this is {builder_version}", record.builder_version));
+        return Err(format!(
+            "built by builder version {}, this is {builder_version}",
+            record.builder_version
+        ));
     }
     if let Some(missing) = record.files.iter().find(|f| !dir.join(f).is_file()) {
         return Err(format!("{missing} is missing"));
     }
-    let size = fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    let size = fs::metadata(dir.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     if size != record.safetensors_bytes {
-        return Err(format!("model.safetensors has {size} bytes, the build record says {}", record.safetensors_bytes));
+        return Err(format!(
+            "model.safetensors has {size} bytes, the build record says {}",
+            record.safetensors_bytes
+        ));
     }
     Ok(record)
 }
@@ -156,10 +186,14 @@ fn remove_dead_build_dirs(models_dir: &Path, name: &str) {
         return;
     }
     let prefix = format!("{name}.tmp.");
-    let Ok(entries) = fs::read_dir(models_dir) else { return };
+    let Ok(entries) = fs::read_dir(models_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file_name.strip_prefix(&prefix) else { continue };
+        let Some(pid) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -170,14 +204,28 @@ fn remove_dead_build_dirs(models_dir: &Path, name: &str) {
 /// or outdated build, or a complete one under `--force`). The old folder is moved aside first
 /// and deleted after, so `final_dir` is missing only between two renames.
 pub fn install(build_dir: &Path, final_dir: &Path) -> anyhow::Result<()> {
-    ensure!(build_dir.join(BUILD_RECORD).is_file(), "{} has no build record", build_dir.display());
-    let name = final_dir.file_name().context("the model folder has no name")?.to_string_lossy();
+    ensure!(
+        build_dir.join(BUILD_RECORD).is_file(),
+        "{} has no build record",
+        build_dir.display()
+    );
+    let name = final_dir
+        .file_name()
+        .context("the model folder has no name")?
+        .to_string_lossy();
     let aside = final_dir.with_file_name(format!("{name}.old.{}", std::process::id()));
     let had_old = final_dir.exists();
     if had_old {
-        fs::rename(final_dir, &aside).with_context(|| format!("moving {} aside", final_dir.display()))?;
+        fs::rename(final_dir, &aside)
+            .with_context(|| format!("moving {} aside", final_dir.display()))?;
     }
-    fs::rename(build_dir, final_dir).with_context(|| format!("renaming {} to {}", build_dir.display(), final_dir.display()))?;
+    fs::rename(build_dir, final_dir).with_context(|| {
+        format!(
+            "renaming {} to {}",
+            build_dir.display(),
+            final_dir.display()
+        )
+    })?;
     if had_old {
         fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
     }
@@ -189,7 +237,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("koembed-st-folder-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("koembed-st-folder-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -211,7 +260,15 @@ mod tests {
     fn a_folder_is_complete_only_with_its_record_and_files() {
         let models = scratch("complete");
         let build = fresh_build_dir(&models, "m").unwrap();
-        let files = write_pipeline(&build, &Pipeline { hidden: 8, prompts: &[("query", "query: ")], extra_config: vec![] }).unwrap();
+        let files = write_pipeline(
+            &build,
+            &Pipeline {
+                hidden: 8,
+                prompts: &[("query", "query: ")],
+                extra_config: vec![],
+            },
+        )
+        .unwrap();
         write_file(&build.join("model.safetensors"), b"1234").unwrap();
         let final_dir = models.join("m");
         let mut all = files.clone();
@@ -220,17 +277,30 @@ mod tests {
         write_build_record(&build, &record(all.clone())).unwrap();
         install(&build, &final_dir).unwrap();
         assert!(!build.exists());
-        assert_eq!(completed_build(&final_dir, "m", 3).unwrap(), record(all.clone()));
-        assert!(completed_build(&final_dir, "m", 4).unwrap_err().contains("builder version"));
+        assert_eq!(
+            completed_build(&final_dir, "m", 3).unwrap(),
+            record(all.clone())
+        );
+        assert!(completed_build(&final_dir, "m", 4)
+            .unwrap_err()
+            .contains("builder version"));
         assert!(completed_build(&final_dir, "other", 3).is_err());
 
-        let pooling: Value = serde_json::from_slice(&fs::read(final_dir.join("1_Pooling/config.json")).unwrap()).unwrap();
+        let pooling: Value =
+            serde_json::from_slice(&fs::read(final_dir.join("1_Pooling/config.json")).unwrap())
+                .unwrap();
         assert_eq!(pooling["pooling_mode_mean_tokens"], true);
         assert_eq!(pooling["include_prompt"], true);
         assert_eq!(pooling.as_object().unwrap().len(), 8);
         let text = fs::read_to_string(final_dir.join("1_Pooling/config.json")).unwrap();
-        assert!(text.starts_with("{\n  \"word_embedding_dimension\": 8,"), "{text}");
-        let st: Value = serde_json::from_slice(&fs::read(final_dir.join("config_sentence_transformers.json")).unwrap()).unwrap();
+        assert!(
+            text.starts_with("{\n  \"word_embedding_dimension\": 8,"),
+            "{text}"
+        );
+        let st: Value = serde_json::from_slice(
+            &fs::read(final_dir.join("config_sentence_transformers.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(st["prompts"]["query"], "query: ");
         assert_eq!(st["default_prompt_name"], Value::Null);
 
@@ -239,7 +309,9 @@ mod tests {
         write_file(&build.join("model.safetensors"), b"12").unwrap();
         write_build_record(&build, &record(vec!["model.safetensors".into()])).unwrap();
         install(&build, &final_dir).unwrap();
-        assert!(completed_build(&final_dir, "m", 3).unwrap_err().contains("2 bytes"));
+        assert!(completed_build(&final_dir, "m", 3)
+            .unwrap_err()
+            .contains("2 bytes"));
         fs::remove_dir_all(&models).unwrap();
     }
 }

@@ -8,7 +8,8 @@ use super::files::sha256_hex;
 use crate::paths;
 
 /// sha256 of testdata/xlmr-tokenizer/tokenizer.json (see /work/shared/docs/assets.md §2).
-pub const XLMR_TOKENIZER_SHA256: &str = "dd6bac111462c8b34ee1c227c4d8d41fe4ba67222b77de29e14d85ee5d042a4e";
+pub const XLMR_TOKENIZER_SHA256: &str =
+    "dd6bac111462c8b34ee1c227c4d8d41fe4ba67222b77de29e14d85ee5d042a4e";
 
 /// frony-embed-tiny-ko-v1's prompt tokens: added after the 250002 XLM-R pieces, on rows of
 /// the 250037-row embedding that no piece uses.
@@ -21,7 +22,8 @@ pub fn committed_xlmr_tokenizer() -> anyhow::Result<Vec<u8>> {
     let sha256 = sha256_hex(&bytes);
     ensure!(
         sha256 == XLMR_TOKENIZER_SHA256,
-        "{} has sha256 {sha256}, expected {XLMR_TOKENIZER_SHA256}: it must be the committed copy, byte for byte",
+        "{} has sha256 {sha256}, expected {XLMR_TOKENIZER_SHA256}: \
+         it must be the committed copy, byte for byte",
         path.display()
     );
     Ok(bytes)
@@ -36,19 +38,45 @@ pub fn committed_xlmr_tokenizer() -> anyhow::Result<Vec<u8>> {
 /// but feature unification would also change how the `tokenizers` crate reads those scores in
 /// every workspace build. So the new entries, serialized by serde_json in the file's own
 /// layout, are spliced into the original text, and serde_json checks the result.
-pub fn with_added_special_tokens(tokenizer_json: &[u8], tokens: &[(&str, u32)]) -> anyhow::Result<Vec<u8>> {
-    let original: Value = serde_json::from_slice(tokenizer_json).context("parsing tokenizer.json")?;
-    let vocab_size = original["model"]["vocab"].as_array().context("tokenizer.json has no model.vocab array")?.len();
-    let existing = original["added_tokens"].as_array().context("tokenizer.json has no added_tokens array")?;
+pub fn with_added_special_tokens(
+    tokenizer_json: &[u8],
+    tokens: &[(&str, u32)],
+) -> anyhow::Result<Vec<u8>> {
+    let original: Value =
+        serde_json::from_slice(tokenizer_json).context("parsing tokenizer.json")?;
+    let vocab_size = original["model"]["vocab"]
+        .as_array()
+        .context("tokenizer.json has no model.vocab array")?
+        .len();
+    let existing = original["added_tokens"]
+        .as_array()
+        .context("tokenizer.json has no added_tokens array")?;
     let mut expected = original.clone();
     let mut insertion = String::new();
     for &(content, id) in tokens {
-        ensure!(id as usize >= vocab_size, "id {id} for {content} is a vocabulary piece (vocab size {vocab_size})");
-        if let Some(clash) = existing.iter().find(|t| t["id"] == id || t["content"] == content) {
+        ensure!(
+            id as usize >= vocab_size,
+            "id {id} for {content} is a vocabulary piece (vocab size {vocab_size})"
+        );
+        if let Some(clash) = existing
+            .iter()
+            .find(|t| t["id"] == id || t["content"] == content)
+        {
             bail!("{content} (id {id}) clashes with the added token {clash}");
         }
-        let entry = AddedToken { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-        expected["added_tokens"].as_array_mut().expect("checked above").push(serde_json::to_value(&entry)?);
+        let entry = AddedToken {
+            id,
+            content,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+            special: true,
+        };
+        expected["added_tokens"]
+            .as_array_mut()
+            .expect("checked above")
+            .push(serde_json::to_value(&entry)?);
         // HF's layout: the entries of a top-level array are indented by 4 spaces.
         insertion.push_str(",\n    ");
         insertion.push_str(&serde_json::to_string_pretty(&entry)?.replace('\n', "\n    "));
@@ -56,12 +84,27 @@ pub fn with_added_special_tokens(tokenizer_json: &[u8], tokens: &[(&str, u32)]) 
 
     let close = added_tokens_closing_bracket(tokenizer_json)?;
     // Insert right after the last entry's `}`, before the whitespace that precedes `]`.
-    let insert_at = tokenizer_json[..close].iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-    ensure!(insert_at > 0 && tokenizer_json[insert_at - 1] == b'}', "added_tokens is empty or not a list of objects");
-    let edited = [&tokenizer_json[..insert_at], insertion.as_bytes(), &tokenizer_json[insert_at..]].concat();
+    let insert_at = tokenizer_json[..close]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    ensure!(
+        insert_at > 0 && tokenizer_json[insert_at - 1] == b'}',
+        "added_tokens is empty or not a list of objects"
+    );
+    let edited = [
+        &tokenizer_json[..insert_at],
+        insertion.as_bytes(),
+        &tokenizer_json[insert_at..],
+    ]
+    .concat();
 
-    let reparsed: Value = serde_json::from_slice(&edited).context("the edited tokenizer.json does not parse")?;
-    ensure!(reparsed == expected, "the edited tokenizer.json is not the original plus the new tokens");
+    let reparsed: Value =
+        serde_json::from_slice(&edited).context("the edited tokenizer.json does not parse")?;
+    ensure!(
+        reparsed == expected,
+        "the edited tokenizer.json is not the original plus the new tokens"
+    );
     Ok(edited)
 }
 
@@ -93,7 +136,9 @@ fn added_tokens_closing_bracket(json: &[u8]) -> anyhow::Result<usize> {
                     i += if json[i] == b'\\' { 2 } else { 1 };
                 }
                 let text = json.get(start..i);
-                let next = json.get(i + 1..).and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()));
+                let next = json
+                    .get(i + 1..)
+                    .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()));
                 if depth == 1 && next == Some(&b':') && text == Some(b"added_tokens".as_slice()) {
                     added_tokens_depth = Some(depth + 1);
                 }
@@ -142,7 +187,10 @@ mod tests {
     fn tokenizers() -> (Tokenizer, Tokenizer) {
         let base = committed_xlmr_tokenizer().unwrap();
         let frony = with_added_special_tokens(&base, &FRONY_TOKENS).unwrap();
-        (Tokenizer::from_bytes(&base).unwrap(), Tokenizer::from_bytes(&frony).unwrap())
+        (
+            Tokenizer::from_bytes(&base).unwrap(),
+            Tokenizer::from_bytes(&frony).unwrap(),
+        )
     }
 
     fn ids(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
@@ -188,9 +236,18 @@ mod tests {
         let base = committed_xlmr_tokenizer().unwrap();
         let frony = with_added_special_tokens(&base, &FRONY_TOKENS).unwrap();
         let prefix = base.iter().zip(&frony).take_while(|(a, b)| a == b).count();
-        let suffix = base.iter().rev().zip(frony.iter().rev()).take_while(|(a, b)| a == b).count();
-        assert!(prefix + suffix >= base.len(), "bytes outside the insertion changed");
-        let inserted = std::str::from_utf8(&frony[prefix..frony.len() - (base.len() - prefix)]).unwrap();
+        let suffix = base
+            .iter()
+            .rev()
+            .zip(frony.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        assert!(
+            prefix + suffix >= base.len(),
+            "bytes outside the insertion changed"
+        );
+        let inserted =
+            std::str::from_utf8(&frony[prefix..frony.len() - (base.len() - prefix)]).unwrap();
         let entry = |id: u32, content: &str| {
             format!(
                 ",\n    {{\n      \"id\": {id},\n      \"content\": \"{content}\",\n      \"single_word\": false,\n      \
@@ -213,7 +270,13 @@ mod tests {
     #[test]
     fn clashing_tokens_are_refused() {
         let base = committed_xlmr_tokenizer().unwrap();
-        assert!(with_added_special_tokens(&base, &[("<Q>", 5)]).is_err(), "a piece id");
-        assert!(with_added_special_tokens(&base, &[("<mask>", 250002)]).is_err(), "an existing token");
+        assert!(
+            with_added_special_tokens(&base, &[("<Q>", 5)]).is_err(),
+            "a piece id"
+        );
+        assert!(
+            with_added_special_tokens(&base, &[("<mask>", 250002)]).is_err(),
+            "an existing token"
+        );
     }
 }

@@ -20,7 +20,11 @@ pub fn as_bert(weights: &BertWeights) -> Vec<OutTensor<'_>> {
     weights
         .tensors
         .iter()
-        .map(|t| OutTensor { name: t.name.clone(), dims: t.dims.clone(), values: Values::Data(Cow::Borrowed(&t.data)) })
+        .map(|t| OutTensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            values: Values::Data(Cow::Borrowed(&t.data)),
+        })
         .collect()
 }
 
@@ -38,9 +42,16 @@ pub fn as_bert(weights: &BertWeights) -> Vec<OutTensor<'_>> {
 pub fn as_xlm_roberta(bert: &BertWeights) -> anyhow::Result<(EncoderShape, Vec<OutTensor<'_>>)> {
     let hidden = bert.shape.hidden;
     let positions = bert.get(POSITIONS)?;
-    ensure!(positions.dims == [bert.shape.max_positions, hidden], "{POSITIONS} has shape {:?}", positions.dims);
+    ensure!(
+        positions.dims == [bert.shape.max_positions, hidden],
+        "{POSITIONS} has shape {:?}",
+        positions.dims
+    );
     let token_types = bert.get(TOKEN_TYPES)?;
-    ensure!(token_types.dims.first() >= Some(&1), "{TOKEN_TYPES} has no row");
+    ensure!(
+        token_types.dims.first() >= Some(&1),
+        "{TOKEN_TYPES} has no row"
+    );
 
     let mut shifted = vec![0.0f32; XLMR_FIRST_POSITION * hidden];
     shifted.extend_from_slice(&positions.data);
@@ -93,7 +104,9 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(t, spec)| Tensor {
-                data: (0..spec.elements()).map(|i| (t * 1000 + i) as f32 + 0.5).collect(),
+                data: (0..spec.elements())
+                    .map(|i| (t * 1000 + i) as f32 + 0.5)
+                    .collect(),
                 name: spec.name,
                 dims: spec.dims,
             })
@@ -123,7 +136,12 @@ mod tests {
         assert_eq!(dims, [8, 4]);
         assert_eq!(&positions[..2 * h], &[0.0; 8], "rows 0 and 1 are zero");
         for p in 0..6 {
-            assert_eq!(&positions[(p + 2) * h..(p + 3) * h], &bert_positions[p * h..(p + 1) * h], "row {}", p + 2);
+            assert_eq!(
+                &positions[(p + 2) * h..(p + 3) * h],
+                &bert_positions[p * h..(p + 1) * h],
+                "row {}",
+                p + 2
+            );
         }
 
         let (dims, token_types) = values(&xlmr, TOKEN_TYPES);

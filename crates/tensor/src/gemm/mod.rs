@@ -1,7 +1,7 @@
 //! Matrix multiplication: `out = x · wᵀ + bias` for linear layers, `a · bᵀ` and `a · b` for
 //! attention.
 //!
-//! Every public function checks all shapes first, then calls [`sgemm`], the crate's only
+//! Every public function checks all shapes first, then calls `sgemm`, the crate's only
 //! `unsafe` code, a thin wrapper around `matrixmultiply::sgemm` that reads PyTorch's `[out, in]`
 //! weight layout through strides (no transposed copy).
 //!
@@ -23,36 +23,33 @@ pub mod naive;
 use crate::error::{expect_2d, expect_shape, Result};
 use crate::tensor::{TensorView, TensorViewMut};
 
-/// out[M,N] = x[M,K] · w[N,K]ᵀ + bias[N]
+/// `out[M,N] = x[M,K] · w[N,K]ᵀ + bias[N]`
 ///
 /// `w` is in PyTorch's `nn.Linear` layout `[out_features, in_features]`.
 pub fn matmul_bias_nt(
-    out: TensorViewMut<'_>,
+    mut out: TensorViewMut<'_>,
     x: TensorView<'_>,
     w: TensorView<'_>,
     bias: TensorView<'_>,
 ) -> Result<()> {
     const OP: &str = "matmul_bias_nt";
-    let (_, _, n) = check_nt(OP, &out, x, w)?;
+    let (_, _, n) = check_nt(OP, &out, ("x", x), ("w", w))?;
     expect_shape(OP, "bias", bias.shape(), &["N"], &[n])?;
-    let mut out = out;
     gemm_nt(out.as_mut_slice(), x, w);
     add_bias_rows(out.as_mut_slice(), bias.as_slice());
     Ok(())
 }
 
-/// out[M,N] = a[M,K] · b[N,K]ᵀ   (attention scores: Q · Kᵀ)
-pub fn matmul_nt(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
-    check_nt("matmul_nt", &out, a, b)?;
-    let mut out = out;
+/// `out[M,N] = a[M,K] · b[N,K]ᵀ` (attention scores: Q · Kᵀ)
+pub fn matmul_nt(mut out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
+    check_nt("matmul_nt", &out, ("a", a), ("b", b))?;
     gemm_nt(out.as_mut_slice(), a, b);
     Ok(())
 }
 
-/// out[M,N] = a[M,K] · b[K,N]   (attention context: P · V)
-pub fn matmul_nn(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
+/// `out[M,N] = a[M,K] · b[K,N]` (attention context: P · V)
+pub fn matmul_nn(mut out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
     let (m, k, n) = check_nn("matmul_nn", &out, a, b)?;
-    let mut out = out;
     sgemm(
         MatMut::new(out.as_mut_slice(), m, n, n),
         1.0,
@@ -62,15 +59,13 @@ pub fn matmul_nn(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -
     Ok(())
 }
 
-/// Checks out[M,N], a[M,K], b[N,K]; returns (M, K, N).
+/// Checks out[M,N], a[M,K], b[N,K] (each input with its name for messages); returns (M, K, N).
 pub(crate) fn check_nt(
     op: &'static str,
     out: &TensorViewMut<'_>,
-    a: TensorView<'_>,
-    b: TensorView<'_>,
+    (a_name, a): (&'static str, TensorView<'_>),
+    (b_name, b): (&'static str, TensorView<'_>),
 ) -> Result<(usize, usize, usize)> {
-    let a_name = if op == "matmul_bias_nt" { "x" } else { "a" };
-    let b_name = if op == "matmul_bias_nt" { "w" } else { "b" };
     let (m, k) = expect_2d(op, a_name, a.shape(), ["M", "K"])?;
     let (n, _) = expect_2d(op, b_name, b.shape(), ["N", "K"])?;
     expect_shape(op, b_name, b.shape(), &["N", "K"], &[n, k])?;
@@ -189,9 +184,11 @@ fn assert_in_bounds(len: usize, rows: usize, cols: usize, row_stride: usize, col
     if rows == 0 || cols == 0 {
         return;
     }
-    let last = (rows - 1)
-        .checked_mul(row_stride)
-        .and_then(|r| (cols - 1).checked_mul(col_stride).and_then(|c| r.checked_add(c)));
+    let last = (rows - 1).checked_mul(row_stride).and_then(|r| {
+        (cols - 1)
+            .checked_mul(col_stride)
+            .and_then(|c| r.checked_add(c))
+    });
     assert!(
         matches!(last, Some(last) if last < len),
         "{rows}x{cols} matrix with strides ({row_stride}, {col_stride}) does not fit in {len} elements"

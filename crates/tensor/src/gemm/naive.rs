@@ -8,18 +8,22 @@ use crate::error::{expect_shape, Result};
 use crate::gemm::{check_nn, check_nt};
 use crate::tensor::{TensorView, TensorViewMut};
 
-/// out[M,N] = x[M,K] · w[N,K]ᵀ + bias[N]
+/// `out[M,N] = x[M,K] · w[N,K]ᵀ + bias[N]`
 pub fn matmul_bias_nt(
-    out: TensorViewMut<'_>,
+    mut out: TensorViewMut<'_>,
     x: TensorView<'_>,
     w: TensorView<'_>,
     bias: TensorView<'_>,
 ) -> Result<()> {
     const OP: &str = "matmul_bias_nt";
-    let (m, k, n) = check_nt(OP, &out, x, w)?;
+    let (m, k, n) = check_nt(OP, &out, ("x", x), ("w", w))?;
     expect_shape(OP, "bias", bias.shape(), &["N"], &[n])?;
-    let mut out = out;
-    let (out, x, w, bias) = (out.as_mut_slice(), x.as_slice(), w.as_slice(), bias.as_slice());
+    let (out, x, w, bias) = (
+        out.as_mut_slice(),
+        x.as_slice(),
+        w.as_slice(),
+        bias.as_slice(),
+    );
     for i in 0..m {
         for j in 0..n {
             let dot = dot_f64(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
@@ -29,10 +33,9 @@ pub fn matmul_bias_nt(
     Ok(())
 }
 
-/// out[M,N] = a[M,K] · b[N,K]ᵀ
-pub fn matmul_nt(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
-    let (m, k, n) = check_nt("matmul_nt", &out, a, b)?;
-    let mut out = out;
+/// `out[M,N] = a[M,K] · b[N,K]ᵀ`
+pub fn matmul_nt(mut out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
+    let (m, k, n) = check_nt("matmul_nt", &out, ("a", a), ("b", b))?;
     let (out, a, b) = (out.as_mut_slice(), a.as_slice(), b.as_slice());
     for i in 0..m {
         for j in 0..n {
@@ -42,10 +45,9 @@ pub fn matmul_nt(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -
     Ok(())
 }
 
-/// out[M,N] = a[M,K] · b[K,N]
-pub fn matmul_nn(out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
+/// `out[M,N] = a[M,K] · b[K,N]`
+pub fn matmul_nn(mut out: TensorViewMut<'_>, a: TensorView<'_>, b: TensorView<'_>) -> Result<()> {
     let (m, k, n) = check_nn("matmul_nn", &out, a, b)?;
-    let mut out = out;
     let (out, a, b) = (out.as_mut_slice(), a.as_slice(), b.as_slice());
     for i in 0..m {
         for j in 0..n {

@@ -20,9 +20,9 @@ use crate::gemm::{sgemm, Mat, MatMut};
 use crate::ops::softmax::softmax_row;
 use crate::tensor::{TensorView, TensorViewMut};
 
-/// out[T,H] = attention(q[T,H], k[T,H], v[T,H]) with `n_heads` heads of `H / n_heads` columns.
+/// `out[T,H] = attention(q[T,H], k[T,H], v[T,H])` with `n_heads` heads of `H / n_heads` columns.
 pub fn attention_single_sequence(
-    out: TensorViewMut<'_>,
+    mut out: TensorViewMut<'_>,
     q: TensorView<'_>,
     k: TensorView<'_>,
     v: TensorView<'_>,
@@ -34,7 +34,6 @@ pub fn attention_single_sequence(
     expect_shape(OP, "v", v.shape(), &["T", "H"], &[t, h])?;
     expect_shape(OP, "out", out.shape(), &["T", "H"], &[t, h])?;
     check_heads(OP, h, n_heads)?;
-    let mut out = out;
     let sources = [q, k, v].map(|s| Columns {
         data: s.as_slice(),
         row_stride: h,
@@ -43,10 +42,10 @@ pub fn attention_single_sequence(
     Ok(())
 }
 
-/// out[T,H] = attention(q, k, v) where qkv[T, 3H] holds `[q | k | v]` side by side in each row
+/// `out[T,H] = attention(q, k, v)` where `qkv[T, 3H]` holds `[q | k | v]` side by side in each row
 /// (the output of one matmul with the three projection weights stacked along N).
 pub fn attention_single_sequence_qkv(
-    out: TensorViewMut<'_>,
+    mut out: TensorViewMut<'_>,
     qkv: TensorView<'_>,
     n_heads: usize,
 ) -> Result<()> {
@@ -54,7 +53,6 @@ pub fn attention_single_sequence_qkv(
     let (t, h) = expect_2d(OP, "out", out.shape(), ["T", "H"])?;
     expect_shape(OP, "qkv", qkv.shape(), &["T", "3*H"], &[t, 3 * h])?;
     check_heads(OP, h, n_heads)?;
-    let mut out = out;
     let data = qkv.as_slice();
     let sources = [0, h, 2 * h].map(|offset| Columns {
         data: data.get(offset..).unwrap_or(&[]),

@@ -12,12 +12,12 @@ use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::{for_each_row, for_each_row_pair};
 use crate::tensor::{TensorView, TensorViewMut};
 
-/// x[M,N] = LayerNorm(x) with gamma[N], beta[N] over each row.
+/// `x[M,N] = LayerNorm(x)` with `gamma[N]`, `beta[N]`, over each row.
 ///
 /// `eps` must be finite and >= 0. With eps > 0 a constant row (variance 0) gives `beta` exactly;
 /// with eps = 0 it gives NaN, as PyTorch does.
 pub fn layernorm_inplace(
-    x: TensorViewMut<'_>,
+    mut x: TensorViewMut<'_>,
     gamma: TensorView<'_>,
     beta: TensorView<'_>,
     eps: f32,
@@ -25,13 +25,14 @@ pub fn layernorm_inplace(
     const OP: &str = "layernorm_inplace";
     let (_, n) = check_layernorm(OP, &x, gamma, beta, eps)?;
     let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
-    let mut x = x;
-    for_each_row(x.as_mut_slice(), n, |row| layernorm_row(row, gamma, beta, eps));
+    for_each_row(x.as_mut_slice(), n, |row| {
+        layernorm_row(row, gamma, beta, eps)
+    });
     Ok(())
 }
 
 /// a[...] += b[...] elementwise (same shape, any rank), in f32.
-pub fn add_inplace(a: TensorViewMut<'_>, b: TensorView<'_>) -> Result<()> {
+pub fn add_inplace(mut a: TensorViewMut<'_>, b: TensorView<'_>) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(TensorError::ShapeMismatch {
             op: "add_inplace",
@@ -40,19 +41,18 @@ pub fn add_inplace(a: TensorViewMut<'_>, b: TensorView<'_>) -> Result<()> {
             found: b.shape().to_vec(),
         });
     }
-    let mut a = a;
     for (x, y) in a.as_mut_slice().iter_mut().zip(b.as_slice()) {
         *x += y;
     }
     Ok(())
 }
 
-/// x[M,N] = LayerNorm(x + residual[M,N]) with gamma[N], beta[N]: BERT's post-LN residual block.
+/// `x[M,N] = LayerNorm(x + residual[M,N])` with `gamma[N]`, `beta[N]`: BERT's post-LN residual block.
 ///
 /// The sum is rounded to f32 before normalising, so the result is bit-identical to
 /// [`add_inplace`] followed by [`layernorm_inplace`].
 pub fn add_layernorm_inplace(
-    x: TensorViewMut<'_>,
+    mut x: TensorViewMut<'_>,
     residual: TensorView<'_>,
     gamma: TensorView<'_>,
     beta: TensorView<'_>,
@@ -62,7 +62,6 @@ pub fn add_layernorm_inplace(
     let (m, n) = check_layernorm(OP, &x, gamma, beta, eps)?;
     expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, n])?;
     let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
-    let mut x = x;
     for_each_row_pair(x.as_mut_slice(), residual.as_slice(), n, |row, res| {
         for (v, r) in row.iter_mut().zip(res) {
             *v += r;

@@ -15,10 +15,9 @@ use crate::error::{expect_2d, Result};
 use crate::ops::for_each_row;
 use crate::tensor::TensorViewMut;
 
-/// x[M,N] = softmax(x) over each row (see the module docs for `-inf` and all-masked rows).
-pub fn softmax_rows_inplace(x: TensorViewMut<'_>) -> Result<()> {
+/// `x[M,N] = softmax(x)` over each row (see the module docs for `-inf` and all-masked rows).
+pub fn softmax_rows_inplace(mut x: TensorViewMut<'_>) -> Result<()> {
     let (_, n) = expect_2d("softmax_rows_inplace", "x", x.shape(), ["M", "N"])?;
-    let mut x = x;
     for_each_row(x.as_mut_slice(), n, softmax_row);
     Ok(())
 }
