@@ -186,9 +186,13 @@ def export_model(name, model_dir, out_dir, texts, texts_sha, root):
                       "batch_size": 32, "show_progress_bar": False}
             embeddings.append(model.encode([t["text"] for t in texts], **kwargs).astype(np.float32))
             if matryoshka_dim:
-                matryoshka.append(model.encode(
-                    [t["text"] for t in texts], truncate_dim=matryoshka_dim,
-                    normalize_embeddings=True, **kwargs).astype(np.float32))
+                # sentence-transformers 4.1 takes truncate_dim on the model (an encode() kwarg
+                # would be passed on to forward() and silently ignored).
+                with model.truncate_sentence_embeddings(truncate_dim=matryoshka_dim):
+                    cut = model.encode([t["text"] for t in texts], normalize_embeddings=True,
+                                       **kwargs).astype(np.float32)
+                assert cut.shape == (len(texts), matryoshka_dim), cut.shape
+                matryoshka.append(cut)
 
         pooled = np.stack(pooled)
         embeddings = np.concatenate(embeddings)
@@ -218,6 +222,7 @@ def export_model(name, model_dir, out_dir, texts, texts_sha, root):
     tensors["embeddings"] = embeddings.astype(np.float32)
     if matryoshka_dim:
         tensors["matryoshka"] = np.concatenate(matryoshka).astype(np.float32)
+        assert tensors["matryoshka"].shape == (len(rows), matryoshka_dim)
     assert tensors["pooled"].shape == (len(rows), dim)
     assert tensors["embeddings"].shape == (len(rows), dim)
 

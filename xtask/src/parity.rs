@@ -110,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.only
     };
-    println!("| model | token ids equal | hidden state max abs diff, by layer | pooled max abs diff | embedding max abs diff | min cosine |");
+    println!("| model | token ids equal | hidden state max abs diff, by layer | pooled max abs diff | embedding max abs diff | 1 - min cosine |");
     println!("|---|---|---|---|---|---|");
     let mut failed = Vec::new();
     for model in &models {
@@ -118,13 +118,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(row) => {
                 let layers: Vec<String> = row.layers.iter().map(|(l, d)| format!("{l}: {d:.1e}")).collect();
                 println!(
-                    "| {} | {} | {} | {:.1e} | {:.1e} | {:.7} |",
+                    "| {} | {} | {} | {:.1e} | {:.1e} | {:.1e} |",
                     row.model,
                     row.ids_equal,
                     layers.join(", "),
                     row.pooled,
                     row.embeddings,
-                    row.min_cosine
+                    1.0 - row.min_cosine
                 );
                 eprintln!("xtask parity: {} took {:.1} s", row.model, row.seconds);
                 if row.min_cosine < Tolerance::EMBEDDING.min_cosine.unwrap_or(0.0) {
