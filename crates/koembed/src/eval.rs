@@ -1,14 +1,84 @@
-//! Retrieval evaluation on a BEIR-style folder: corpus.jsonl, queries.jsonl, qrels.jsonl.
+//! `koembed eval`: retrieval evaluation on a BEIR-style folder: corpus.jsonl, queries.jsonl,
+//! qrels.jsonl.
 //!
 //! Scores are cosine similarities (dot products of normalized vectors); ties are broken by
 //! corpus order, as a stable sort over the corpus does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, Context as _};
+use koembed_embed::{EmbedOptions, Prompt};
 use ndarray::{Array2, ArrayView1};
 use serde::Deserialize;
+
+use crate::cli::Context;
+use crate::model::{self, ModelArg};
+use crate::{output, progress};
+
+pub const EXAMPLES: &str = "Example:\n  \
+    koembed eval --model models/e5-small --data testdata/debian-faq-ko --json\n\n\
+    DIR holds corpus.jsonl ({\"_id\", \"text\"}), queries.jsonl ({\"_id\", \"text\"}) and qrels.jsonl \
+    ({\"query-id\", \"corpus-id\", \"score\"}). --json prints one object with the keys ndcg@10, \
+    mrr@10, recall@1, recall@10 and queries.";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The BEIR-style folder.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Prompt name for the queries.
+    #[arg(long, value_name = "NAME", default_value = "query")]
+    pub query_prompt: String,
+    /// Prompt name for the corpus.
+    #[arg(long, value_name = "NAME", default_value = "passage")]
+    pub passage_prompt: String,
+    /// Matryoshka: evaluate the first N dimensions (re-normalized).
+    #[arg(long, value_name = "N")]
+    pub dim: Option<usize>,
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let embedder = model::load(&args.model.model, ctx)?;
+    let options = |prompt: &str| EmbedOptions {
+        prompt: Prompt::Named(prompt.to_string()),
+        normalize: Some(true),
+        truncate_dim: args.dim,
+        batch_size: args.batch_size as usize,
+    };
+    let (query_options, passage_options) = (options(&args.query_prompt), options(&args.passage_prompt));
+    model::check_prompt(&embedder, &query_options.prompt)?;
+    model::check_prompt(&embedder, &passage_options.prompt)?;
+    model::check_dim(&embedder, args.dim)?;
+    let set = BeirSet::load(&args.data)?;
+    let queries: Vec<&str> = set.queries.iter().map(|d| d.text.as_str()).collect();
+    let corpus: Vec<&str> = set.corpus.iter().map(|d| d.text.as_str()).collect();
+    let q = progress::embed_all(&embedder, &queries, &query_options, "queries", ctx)?;
+    let c = progress::embed_all(&embedder, &corpus, &passage_options, "corpus", ctx)?;
+    let max_len = embedder.tokenizer().max_seq_length();
+    ctx.detail(&format!("queries: {}", q.summary(max_len)));
+    ctx.detail(&format!("corpus: {}", c.summary(max_len)));
+    let m = evaluate(&set, &q.output.embeddings, &c.output.embeddings);
+    if m.queries == 0 {
+        bail!("{}: no query has a relevant document in qrels.jsonl", args.data.display());
+    }
+    let text = if args.json {
+        format!("{}\n", m.as_json())
+    } else {
+        format!(
+            "nDCG@10 {:.4}  MRR@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}  ({} queries)\n",
+            m.ndcg_at_10, m.mrr_at_10, m.recall_at_1, m.recall_at_10, m.queries
+        )
+    };
+    output::write_stdout(text.as_bytes())
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Document {

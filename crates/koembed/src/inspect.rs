@@ -4,6 +4,39 @@ use std::fmt::Write;
 
 use koembed_embed::Embedder;
 
+use crate::cli::Context;
+use crate::model::{self, ModelArg};
+use crate::output;
+
+pub const EXAMPLES: &str = "Examples:\n  \
+    koembed inspect --model models/e5-small\n  \
+    koembed inspect --model nlpai-lab/KoE5@main";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArg,
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let embedder = model::load(&args.model.model, ctx)?;
+    let mut text = report(&embedder);
+    let _ = writeln!(text, "threads      {} (change with --threads)", ctx.threads);
+    output::write_stdout(text.as_bytes())
+}
+
+/// Bytes of the encoder's working buffers for one call on `texts` sequences of `len` tokens,
+/// a rough upper bound: per token the hidden state, its residual copy, the fused QKV, the
+/// attention output and the FFN intermediate (f32), plus one `len` x `len` score matrix per
+/// head running at once.
+pub fn working_bytes(embedder: &Embedder, texts: usize, len: usize, threads: usize) -> usize {
+    let c = embedder.encoder_config();
+    let tokens = texts * len;
+    let per_token = 4 * (6 * c.hidden_size + c.intermediate_size);
+    let scores = 4 * len * len * c.num_heads.min(threads.max(1));
+    tokens * per_token + scores
+}
+
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -42,13 +75,18 @@ pub fn report(embedder: &Embedder) -> String {
         }
     }
     let _ = writeln!(w, "on disk      {} in {} file(s): {}", mib(weights.mapped_bytes()), weights.paths().len(), on_disk.join("; "));
+    let mapped = mib(weights.mapped_bytes());
+    let private = match converted {
+        0 => "all f32: used in place, nothing copied".to_string(),
+        n => format!("plus {} private: half-precision weights converted to f32 at load", mib(n)),
+    };
+    let _ = writeln!(w, "memory       weights {mapped} mapped from the file (page cache, shared), {private}");
+    let max_len = embedder.tokenizer().max_seq_length();
     let _ = writeln!(
         w,
-        "memory       f32 weights are mapped from the file (page cache, shared); half-precision \
-         weights converted to f32 at load take {}",
-        mib(converted)
+        "             working buffers about {} for a batch of 32 texts of {max_len} tokens",
+        mib(working_bytes(embedder, 32, max_len, c.num_heads))
     );
-    let max_len = embedder.tokenizer().max_seq_length();
     let _ = writeln!(w, "max length   {max_len} tokens (longer texts are truncated and counted)");
     let _ = writeln!(w, "pooling      {}", dir.pooling.describe());
     let dense: Vec<String> = dir.dense.iter().map(|d| format!("Dense {}->{}", d.in_features, d.out_features)).collect();

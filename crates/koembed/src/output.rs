@@ -1,4 +1,5 @@
-//! Writing results: atomically (a file under its final name is always complete).
+//! Writing results: to stdout, or to a file atomically (a file under its final name is always
+//! complete).
 
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +22,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `bytes` to stdout and flushes. A closed pipe comes back as `BrokenPipe`, which `main`
+/// treats as a normal end.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|_| out.flush()).context("writing to stdout")
+}
+
+/// Writes to `path` atomically, or to stdout when `None`.
+pub fn write_to(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(path) => write_atomically(path, bytes),
+        None => write_stdout(bytes),
+    }
 }
 
 #[derive(serde::Serialize)]
