@@ -114,7 +114,7 @@ impl Report {
 #[derive(Clone, PartialEq)]
 pub struct Mismatch {
     /// None when the shapes did not even match.
-    pub report: Option<Report>,
+    pub report: Option<Box<Report>>,
     pub message: String,
 }
 
@@ -211,7 +211,7 @@ pub fn compare_rows(
     let (mut max_diff, mut max_index, mut over) = (0.0f32, 0usize, 0usize);
     let mut first_over = Vec::new();
     let (mut err2, mut ref2) = (0.0f64, 0.0f64);
-    for i in 0..expected.len() {
+    for (i, &e) in expected.iter().enumerate() {
         let d = diff_at(i);
         if d > max_diff || (d.is_nan() && !max_diff.is_nan()) {
             max_diff = d;
@@ -224,7 +224,7 @@ pub fn compare_rows(
             }
         }
         err2 += (d as f64) * (d as f64);
-        ref2 += (expected[i] as f64) * (expected[i] as f64);
+        ref2 += (e as f64) * (e as f64);
     }
     let nmse = if ref2 > 0.0 {
         err2 / ref2
@@ -236,7 +236,7 @@ pub fn compare_rows(
 
     let (mut min_cos, mut sum_cos) = ((f64::INFINITY, 0usize), 0.0);
     let mut cos_fail = false;
-    if tol.min_cosine.is_some() {
+    if let Some(need) = tol.min_cosine {
         for r in 0..rows {
             let c = cosine(
                 &actual[r * cols..(r + 1) * cols],
@@ -247,7 +247,8 @@ pub fn compare_rows(
                 min_cos = (c, r);
             }
         }
-        cos_fail = !(min_cos.0 >= tol.min_cosine.unwrap());
+        // NaN fails too.
+        cos_fail = min_cos.0.is_nan() || min_cos.0 < need;
     }
     let report = Report {
         name: name.to_string(),
@@ -319,7 +320,7 @@ pub fn compare_rows(
         }
     }
     Err(Mismatch {
-        report: Some(report),
+        report: Some(Box::new(report)),
         message: msg,
     })
 }

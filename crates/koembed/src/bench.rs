@@ -22,8 +22,8 @@ pub const EXAMPLES: &str = "Examples:\n  \
     koembed bench --model models/e5-small --workload W2 --threads 2 --json\n  \
     koembed bench --model models/e5-small --workload testdata/debian-faq-ko/corpus.jsonl\n\n\
     W1 = 1 x 16 tokens (a query: latency), W2 = 64 x 128 (bulk passages: throughput), \
-    W3 = 8 x 512 (long passages), with the token ids of shared/peers/workloads.md (XLM-R \
-    vocabulary models only). FILE = a text corpus (lines or .jsonl), embedded with the passage \
+    W3 = 8 x 512 (long passages), on fixed token ids (splitmix64, the same ids as the \
+    peer benchmarks; XLM-R vocabulary models only), through encoder, pooling and normalize. FILE = a text corpus (lines or .jsonl), embedded with the passage \
     prompt, tokenization included.\n\
     --json prints one line: {\"peer\", \"model\", \"workload\", \"threads\", \"tokens\", \"n\", \"ms\", \
     \"ms_min\", \"tok_s\", \"peak_rss_mb\"}, ms being the median per call.";
@@ -120,10 +120,23 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             let sequences: Vec<TokenizedText> = w
                 .token_ids()
                 .into_iter()
-                .map(|ids| TokenizedText { ids, truncated: false })
+                .map(|ids| TokenizedText {
+                    ids,
+                    truncated: false,
+                })
                 .collect();
             let (t, n) = time_calls(|| run_token_ids(&embedder, &sequences), min_time, calls)?;
-            (t, n, format!("{} ({} x {} = {} tokens)", w.name, w.batch, w.seq_len, w.tokens()))
+            (
+                t,
+                n,
+                format!(
+                    "{} ({} x {} = {} tokens)",
+                    w.name,
+                    w.batch,
+                    w.seq_len,
+                    w.tokens()
+                ),
+            )
         }
         None => {
             let path = Path::new(&args.workload);
@@ -136,7 +149,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             }
             let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
             let prompt = match (&args.prompt.prompt, &args.prompt.prefix) {
-                (None, None) if embedder.prompts().0.contains_key("passage") => Prompt::Named("passage".into()),
+                (None, None) if embedder.prompts().0.contains_key("passage") => {
+                    Prompt::Named("passage".into())
+                }
                 _ => args.prompt.prompt(),
             };
             model::check_prompt(&embedder, &prompt)?;
@@ -147,7 +162,11 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             };
             let run = || Ok(embedder.embed_with_report(&texts, &options)?.tokens);
             let (t, n) = time_calls(run, min_time, calls)?;
-            (t, n, format!("{} ({} texts, {n} tokens)", path.display(), texts.len()))
+            (
+                t,
+                n,
+                format!("{} ({} texts, {n} tokens)", path.display(), texts.len()),
+            )
         }
     };
     let median = timings.median().as_secs_f64();
@@ -224,7 +243,9 @@ fn check_workload(embedder: &Embedder, w: &Workload, model: &str) -> anyhow::Res
 
 /// Encoder + pooling + normalize on fixed token ids; returns the token count.
 fn run_token_ids(embedder: &Embedder, sequences: &[TokenizedText]) -> anyhow::Result<usize> {
-    let mut pooled = embedder.pool_batch(sequences, 0).context("running the encoder")?;
+    let mut pooled = embedder
+        .pool_batch(sequences, 0)
+        .context("running the encoder")?;
     let dim = pooled.cols();
     for row in pooled.as_mut_slice().chunks_exact_mut(dim) {
         l2_normalize(row);
@@ -239,7 +260,9 @@ mod tests {
 
     #[test]
     fn median_of_odd_and_even_counts() {
-        let ms = |v: &[u64]| Timings { calls: v.iter().map(|&m| Duration::from_millis(m)).collect() };
+        let ms = |v: &[u64]| Timings {
+            calls: v.iter().map(|&m| Duration::from_millis(m)).collect(),
+        };
         assert_eq!(ms(&[5, 1, 3]).median(), Duration::from_millis(3));
         assert_eq!(ms(&[4, 1, 3, 2]).median(), Duration::from_micros(2500));
         assert_eq!(ms(&[4, 1, 3, 2]).min(), Duration::from_millis(1));

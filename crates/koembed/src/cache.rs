@@ -71,7 +71,9 @@ pub fn cache_path<S: AsRef<str>>(
 /// The cached vectors, if the file is there and holds `rows` x `dim` floats.
 pub fn load(path: &Path, rows: usize, dim: usize) -> Option<Array2<f32>> {
     let bytes = std::fs::read(path).ok()?;
-    npy::parse_npy_f32(&bytes).ok().filter(|m| m.dim() == (rows, dim))
+    npy::parse_npy_f32(&bytes)
+        .ok()
+        .filter(|m| m.dim() == (rows, dim))
 }
 
 /// Stores the vectors (atomically: a reader never sees half a file).
@@ -93,25 +95,33 @@ fn model_identity(h: &mut Sha256, root: &Path) -> anyhow::Result<()> {
     files.sort();
     for relative in files {
         let path = root.join(&relative);
-        let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
         field(h, relative.to_string_lossy().as_bytes());
         let is_json = relative.extension().is_some_and(|e| e == "json");
         if is_json && meta.len() <= SMALL_JSON {
-            field(h, &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
+            field(
+                h,
+                &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
         } else {
             let mtime = meta
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            field(h, format!("size={} mtime_ns={mtime}", meta.len()).as_bytes());
+            field(
+                h,
+                format!("size={} mtime_ns={mtime}", meta.len()).as_bytes(),
+            );
         }
     }
     Ok(())
 }
 
 fn list_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let name = entry.file_name();
@@ -121,7 +131,9 @@ fn list_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> 
         }
         let path = entry.path();
         // Follows symlinks: the Hugging Face cache links snapshot files to blobs.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             if depth > 1 {
                 list_files(root, &path, depth - 1, out)?;
@@ -143,7 +155,10 @@ mod tests {
             cache_dir(Path::new("data/faq/corpus.jsonl")),
             PathBuf::from("data/faq/corpus.jsonl.koembed-cache")
         );
-        assert_eq!(cache_dir(Path::new("c.txt")), PathBuf::from("c.txt.koembed-cache"));
+        assert_eq!(
+            cache_dir(Path::new("c.txt")),
+            PathBuf::from("c.txt.koembed-cache")
+        );
     }
 
     #[test]

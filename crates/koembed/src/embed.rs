@@ -58,11 +58,19 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
-        (None, Some(path)) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) => Format::Npy,
+        (None, Some(path))
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy")) =>
+        {
+            Format::Npy
+        }
         _ => Format::Jsonl,
     };
     if format == Format::Npy && args.output.is_none() && std::io::stdout().is_terminal() {
-        bail!("refusing to write binary .npy data to a terminal: give -o FILE.npy or redirect stdout");
+        bail!(
+            "refusing to write binary .npy data to a terminal: give -o FILE.npy or redirect stdout"
+        );
     }
     let embedder = model::load(&args.model.model, ctx)?;
     let options = EmbedOptions {

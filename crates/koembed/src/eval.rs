@@ -53,7 +53,8 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         truncate_dim: args.dim,
         batch_size: args.batch_size as usize,
     };
-    let (query_options, passage_options) = (options(&args.query_prompt), options(&args.passage_prompt));
+    let (query_options, passage_options) =
+        (options(&args.query_prompt), options(&args.passage_prompt));
     model::check_prompt(&embedder, &query_options.prompt)?;
     model::check_prompt(&embedder, &passage_options.prompt)?;
     model::check_dim(&embedder, args.dim)?;
@@ -67,7 +68,10 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     ctx.detail(&format!("corpus: {}", c.summary(max_len)));
     let m = evaluate(&set, &q.output.embeddings, &c.output.embeddings);
     if m.queries == 0 {
-        bail!("{}: no query has a relevant document in qrels.jsonl", args.data.display());
+        bail!(
+            "{}: no query has a relevant document in qrels.jsonl",
+            args.data.display()
+        );
     }
     let text = if args.json {
         format!("{}\n", m.as_json())
@@ -105,7 +109,8 @@ struct Qrel {
 }
 
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -121,12 +126,22 @@ impl BeirSet {
         let queries: Vec<Document> = read_jsonl(&dir.join("queries.jsonl"))?;
         let mut qrels: HashMap<String, HashMap<String, f64>> = HashMap::new();
         for q in read_jsonl::<Qrel>(&dir.join("qrels.jsonl"))? {
-            qrels.entry(q.query_id).or_default().insert(q.corpus_id, q.score);
+            qrels
+                .entry(q.query_id)
+                .or_default()
+                .insert(q.corpus_id, q.score);
         }
         if corpus.is_empty() || queries.is_empty() {
-            bail!("{}: the corpus and the queries must not be empty", dir.display());
+            bail!(
+                "{}: the corpus and the queries must not be empty",
+                dir.display()
+            );
         }
-        Ok(BeirSet { corpus, queries, qrels })
+        Ok(BeirSet {
+            corpus,
+            queries,
+            qrels,
+        })
     }
 }
 
@@ -160,29 +175,56 @@ pub fn rank(scores: ArrayView1<f32>) -> Vec<usize> {
 }
 
 /// Scores every query against every document (`queries · corpusᵀ`) and averages the metrics.
-pub fn evaluate(set: &BeirSet, query_vectors: &Array2<f32>, corpus_vectors: &Array2<f32>) -> RetrievalMetrics {
+pub fn evaluate(
+    set: &BeirSet,
+    query_vectors: &Array2<f32>,
+    corpus_vectors: &Array2<f32>,
+) -> RetrievalMetrics {
     let scores = query_vectors.dot(&corpus_vectors.t());
     let mut sums = BTreeMap::<&str, f64>::new();
     let mut counted = 0;
     for (qi, query) in set.queries.iter().enumerate() {
-        let Some(relevant) = set.qrels.get(&query.id) else { continue };
-        let relevant: HashMap<&str, f64> =
-            relevant.iter().filter(|(_, &g)| g > 0.0).map(|(d, &g)| (d.as_str(), g)).collect();
+        let Some(relevant) = set.qrels.get(&query.id) else {
+            continue;
+        };
+        let relevant: HashMap<&str, f64> = relevant
+            .iter()
+            .filter(|(_, &g)| g > 0.0)
+            .map(|(d, &g)| (d.as_str(), g))
+            .collect();
         if relevant.is_empty() {
             continue;
         }
         counted += 1;
         let ranking = rank(scores.row(qi));
-        let top: Vec<&str> = ranking.iter().take(10).map(|&d| set.corpus[d].id.as_str()).collect();
+        let top: Vec<&str> = ranking
+            .iter()
+            .take(10)
+            .map(|&d| set.corpus[d].id.as_str())
+            .collect();
         let gain = |doc: &str| relevant.get(doc).copied().unwrap_or(0.0);
-        let dcg: f64 = top.iter().enumerate().map(|(i, d)| gain(d) / (i as f64 + 2.0).log2()).sum();
+        let dcg: f64 = top
+            .iter()
+            .enumerate()
+            .map(|(i, d)| gain(d) / (i as f64 + 2.0).log2())
+            .sum();
         let mut ideal: Vec<f64> = relevant.values().copied().collect();
         ideal.sort_by(|a, b| b.total_cmp(a));
-        let idcg: f64 = ideal.iter().take(10).enumerate().map(|(i, g)| g / (i as f64 + 2.0).log2()).sum();
+        let idcg: f64 = ideal
+            .iter()
+            .take(10)
+            .enumerate()
+            .map(|(i, g)| g / (i as f64 + 2.0).log2())
+            .sum();
         *sums.entry("ndcg").or_default() += dcg / idcg;
         let first_hit = top.iter().position(|d| relevant.contains_key(d));
         *sums.entry("mrr").or_default() += first_hit.map_or(0.0, |i| 1.0 / (i as f64 + 1.0));
-        let hits_at = |k: usize| top.iter().take(k).filter(|d| relevant.contains_key(*d)).count() as f64;
+        let hits_at = |k: usize| {
+            top.iter()
+                .take(k)
+                .filter(|d| relevant.contains_key(*d))
+                .count() as f64
+        };
         *sums.entry("r1").or_default() += hits_at(1) / relevant.len() as f64;
         *sums.entry("r10").or_default() += hits_at(10) / relevant.len() as f64;
     }
@@ -203,7 +245,10 @@ mod tests {
 
     #[test]
     fn metrics_by_hand() {
-        let doc = |id: &str| Document { id: id.into(), text: String::new() };
+        let doc = |id: &str| Document {
+            id: id.into(),
+            text: String::new(),
+        };
         let set = BeirSet {
             corpus: vec![doc("a"), doc("b"), doc("c")],
             queries: vec![doc("q1"), doc("q2"), doc("q3")],

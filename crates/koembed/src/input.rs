@@ -24,7 +24,9 @@ pub struct Record {
 pub enum Layout {
     Lines,
     /// JSON Lines, the text in this field.
-    Jsonl { field: String },
+    Jsonl {
+        field: String,
+    },
 }
 
 impl Layout {
@@ -34,8 +36,12 @@ impl Layout {
             .and_then(|p| p.extension())
             .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
         match field {
-            Some(f) => Layout::Jsonl { field: f.to_string() },
-            None if jsonl_name => Layout::Jsonl { field: "text".into() },
+            Some(f) => Layout::Jsonl {
+                field: f.to_string(),
+            },
+            None if jsonl_name => Layout::Jsonl {
+                field: "text".into(),
+            },
             None => Layout::Lines,
         }
     }
@@ -46,8 +52,13 @@ pub fn read_records(path: Option<&Path>, field: Option<&str>) -> anyhow::Result<
     let layout = Layout::detect(path, field);
     match path {
         Some(path) if path != Path::new("-") => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            parse(std::io::BufReader::new(file), &path.display().to_string(), &layout)
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            parse(
+                std::io::BufReader::new(file),
+                &path.display().to_string(),
+                &layout,
+            )
         }
         _ => parse(std::io::stdin().lock(), "stdin", &layout),
     }
@@ -65,7 +76,10 @@ pub fn parse(reader: impl BufRead, source: &str, layout: &Layout) -> anyhow::Res
             }),
             Layout::Jsonl { field } => {
                 if !text.trim().is_empty() {
-                    records.push(json_record(text, field, line_no).with_context(|| format!("{source} line {line_no}"))?);
+                    records.push(
+                        json_record(text, field, line_no)
+                            .with_context(|| format!("{source} line {line_no}"))?,
+                    );
                 }
             }
         }
@@ -76,11 +90,15 @@ pub fn parse(reader: impl BufRead, source: &str, layout: &Layout) -> anyhow::Res
 
 /// Plain lines of `reader` (see the module doc).
 pub fn read_lines(reader: impl BufRead, source: &str) -> anyhow::Result<Vec<String>> {
-    Ok(parse(reader, source, &Layout::Lines)?.into_iter().map(|r| r.text).collect())
+    Ok(parse(reader, source, &Layout::Lines)?
+        .into_iter()
+        .map(|r| r.text)
+        .collect())
 }
 
 fn json_record(line: &str, field: &str, line_no: usize) -> anyhow::Result<Record> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not valid JSON ({e})"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not valid JSON ({e})"))?;
     let Some(object) = value.as_object() else {
         bail!("expected a JSON object with a \"{field}\" field");
     };
@@ -100,7 +118,11 @@ fn json_record(line: &str, field: &str, line_no: usize) -> anyhow::Result<Record
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         _ => None,
     });
-    Ok(Record { text, id, line: line_no })
+    Ok(Record {
+        text,
+        id,
+        line: line_no,
+    })
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
@@ -159,7 +181,9 @@ mod tests {
     use super::*;
 
     fn jsonl(field: &str) -> Layout {
-        Layout::Jsonl { field: field.into() }
+        Layout::Jsonl {
+            field: field.into(),
+        }
     }
 
     #[test]
@@ -176,10 +200,15 @@ mod tests {
 
     #[test]
     fn invalid_utf8_names_the_line() {
-        let err = read_lines(&b"ok\nbad \xff here\n"[..], "texts.txt").unwrap_err().to_string();
+        let err = read_lines(&b"ok\nbad \xff here\n"[..], "texts.txt")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("texts.txt line 2"), "{err}");
         let err = parse(&b"{\"text\": \"a\"}\n\xff\n"[..], "c.jsonl", &jsonl("text")).unwrap_err();
-        assert!(format!("{err:#}").contains("c.jsonl line 2: not valid UTF-8"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("c.jsonl line 2: not valid UTF-8"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -189,13 +218,24 @@ mod tests {
         assert_eq!(
             records,
             vec![
-                Record { text: "a\nb".into(), id: Some("1.1".into()), line: 1 },
-                Record { text: "c".into(), id: Some("7".into()), line: 3 },
+                Record {
+                    text: "a\nb".into(),
+                    id: Some("1.1".into()),
+                    line: 1
+                },
+                Record {
+                    text: "c".into(),
+                    id: Some("7".into()),
+                    line: 3
+                },
             ]
         );
         let records = parse(&input[..], "c.jsonl", &jsonl("body"));
         let err = format!("{:#}", records.unwrap_err());
-        assert!(err.contains("c.jsonl line 1: no \"body\" field (the object has: _id, text)"), "{err}");
+        assert!(
+            err.contains("c.jsonl line 1: no \"body\" field (the object has: _id, text)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -203,18 +243,30 @@ mod tests {
         let cases: [(&[u8], &str); 3] = [
             (b"{\"text\": \"a\"}\nnot json\n", "line 2: not valid JSON"),
             (b"[1, 2]\n", "line 1: expected a JSON object"),
-            (b"{\"text\": 3}\n", "line 1: field \"text\" is not a string but a number"),
+            (
+                b"{\"text\": 3}\n",
+                "line 1: field \"text\" is not a string but a number",
+            ),
         ];
         for (input, expected) in cases {
-            let err = format!("{:#}", parse(input, "in.jsonl", &jsonl("text")).unwrap_err());
+            let err = format!(
+                "{:#}",
+                parse(input, "in.jsonl", &jsonl("text")).unwrap_err()
+            );
             assert!(err.contains(expected), "{err}");
         }
     }
 
     #[test]
     fn layout_follows_the_field_and_the_extension() {
-        assert_eq!(Layout::detect(Some(Path::new("a.txt")), None), Layout::Lines);
-        assert_eq!(Layout::detect(Some(Path::new("a.JSONL")), None), jsonl("text"));
+        assert_eq!(
+            Layout::detect(Some(Path::new("a.txt")), None),
+            Layout::Lines
+        );
+        assert_eq!(
+            Layout::detect(Some(Path::new("a.JSONL")), None),
+            jsonl("text")
+        );
         assert_eq!(Layout::detect(None, Some("body")), jsonl("body"));
         assert_eq!(Layout::detect(None, None), Layout::Lines);
     }

@@ -27,14 +27,12 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
 /// Bytes of the encoder's working buffers for one call on `texts` sequences of `len` tokens,
 /// a rough upper bound: per token the hidden state, its residual copy, the fused QKV, the
-/// attention output and the FFN intermediate (f32), plus one `len` x `len` score matrix per
-/// head running at once.
-pub fn working_bytes(embedder: &Embedder, texts: usize, len: usize, threads: usize) -> usize {
+/// attention output and the FFN intermediate (f32), plus a `len` x `len` score matrix per head.
+pub fn working_bytes(embedder: &Embedder, texts: usize, len: usize) -> usize {
     let c = embedder.encoder_config();
-    let tokens = texts * len;
     let per_token = 4 * (6 * c.hidden_size + c.intermediate_size);
-    let scores = 4 * len * len * c.num_heads.min(threads.max(1));
-    tokens * per_token + scores
+    let scores = 4 * len * len * c.num_heads;
+    texts * len * per_token + scores
 }
 
 fn mib(bytes: usize) -> String {
@@ -65,7 +63,11 @@ pub fn report(embedder: &Embedder) -> String {
         "positions    {} (first token at {}), layer_norm_eps {:e}",
         c.max_position_embeddings, c.position_offset, c.layer_norm_eps
     );
-    let _ = writeln!(w, "parameters   {:.1} M (encoder, no pooler)", c.parameter_count() as f64 / 1e6);
+    let _ = writeln!(
+        w,
+        "parameters   {:.1} M (encoder, no pooler)",
+        c.parameter_count() as f64 / 1e6
+    );
     let mut on_disk = Vec::new();
     let mut converted = 0usize;
     for (dtype, (count, bytes)) in weights.dtype_summary() {
@@ -74,26 +76,53 @@ pub fn report(embedder: &Embedder) -> String {
             converted += bytes * 2;
         }
     }
-    let _ = writeln!(w, "on disk      {} in {} file(s): {}", mib(weights.mapped_bytes()), weights.paths().len(), on_disk.join("; "));
+    let _ = writeln!(
+        w,
+        "on disk      {} in {} file(s): {}",
+        mib(weights.mapped_bytes()),
+        weights.paths().len(),
+        on_disk.join("; ")
+    );
     let mapped = mib(weights.mapped_bytes());
     let private = match converted {
         0 => "all f32: used in place, nothing copied".to_string(),
-        n => format!("plus {} private: half-precision weights converted to f32 at load", mib(n)),
+        n => format!(
+            "plus {} private: half-precision weights converted to f32 at load",
+            mib(n)
+        ),
     };
-    let _ = writeln!(w, "memory       weights {mapped} mapped from the file (page cache, shared), {private}");
+    let _ = writeln!(
+        w,
+        "memory       weights {mapped} mapped from the file (page cache, shared), {private}"
+    );
     let max_len = embedder.tokenizer().max_seq_length();
     let _ = writeln!(
         w,
         "             working buffers about {} for a batch of 32 texts of {max_len} tokens",
-        mib(working_bytes(embedder, 32, max_len, c.num_heads))
+        mib(working_bytes(embedder, 32, max_len))
     );
-    let _ = writeln!(w, "max length   {max_len} tokens (longer texts are truncated and counted)");
+    let _ = writeln!(
+        w,
+        "max length   {max_len} tokens (longer texts are truncated and counted)"
+    );
     let _ = writeln!(w, "pooling      {}", dir.pooling.describe());
-    let dense: Vec<String> = dir.dense.iter().map(|d| format!("Dense {}->{}", d.in_features, d.out_features)).collect();
+    let dense: Vec<String> = dir
+        .dense
+        .iter()
+        .map(|d| format!("Dense {}->{}", d.in_features, d.out_features))
+        .collect();
     if !dense.is_empty() {
         let _ = writeln!(w, "dense        {}", dense.join(", "));
     }
-    let _ = writeln!(w, "normalize    {}", if dir.normalize { "yes (Normalize module)" } else { "no" });
+    let _ = writeln!(
+        w,
+        "normalize    {}",
+        if dir.normalize {
+            "yes (Normalize module)"
+        } else {
+            "no"
+        }
+    );
     let _ = writeln!(w, "dimension    {}", embedder.dim());
     if !dir.matryoshka_dims.is_empty() {
         let dims: Vec<String> = dir.matryoshka_dims.iter().map(|d| d.to_string()).collect();

@@ -45,7 +45,8 @@ pub fn load(spec: &str, ctx: &Context) -> anyhow::Result<Embedder> {
     };
     let dir = koembed_hub::resolve_model(spec, &options)
         .with_context(|| format!("cannot find the model {spec}"))?;
-    let embedder = Embedder::load(&dir).with_context(|| format!("cannot load the model {}", dir.display()))?;
+    let embedder =
+        Embedder::load(&dir).with_context(|| format!("cannot load the model {}", dir.display()))?;
     for warning in &embedder.model_dir().warnings {
         ctx.note(&format!("warning: {warning}"));
     }
@@ -63,6 +64,8 @@ pub fn check_dim(embedder: &Embedder, dim: Option<usize>) -> anyhow::Result<usiz
     match dim {
         None => Ok(full),
         Some(d) if (1..=full).contains(&d) => Ok(d),
-        Some(d) => bail!("--dim {d} is out of range: this model allows 1..={full} (its dimension is {full})"),
+        Some(d) => bail!(
+            "--dim {d} is out of range: this model allows 1..={full} (its dimension is {full})"
+        ),
     }
 }

@@ -9,7 +9,8 @@ use ndarray::Array2;
 /// The bytes of a C-order little-endian float32 .npy file holding `matrix`.
 pub fn npy_bytes(matrix: &Array2<f32>) -> Vec<u8> {
     let (rows, cols) = matrix.dim();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple
     // of 64 and ended by a newline, as numpy writes it.
     let unpadded = 10 + header.len() + 1;
@@ -20,7 +21,8 @@ pub fn npy_bytes(matrix: &Array2<f32>) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     for v in matrix.iter() {
-        out.write_all(&v.to_le_bytes()).expect("writing to a Vec cannot fail");
+        out.write_all(&v.to_le_bytes())
+            .expect("writing to a Vec cannot fail");
     }
     out
 }
@@ -32,7 +34,10 @@ pub fn parse_npy_f32(bytes: &[u8]) -> anyhow::Result<Array2<f32>> {
     }
     let (header_start, header_len) = match bytes[6] {
         1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
-        2 | 3 if bytes.len() >= 12 => (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize),
+        2 | 3 if bytes.len() >= 12 => (
+            12,
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        ),
         v => bail!("unsupported .npy version {v}"),
     };
     let data_start = header_start + header_len;
@@ -84,7 +89,10 @@ mod tests {
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);
         let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'), "{header:?}");
+        assert!(
+            header.contains("'shape': (2, 3)") && header.ends_with('\n'),
+            "{header:?}"
+        );
         let data: Vec<f32> = bytes[10 + header_len..]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

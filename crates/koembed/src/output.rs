@@ -9,9 +9,16 @@ use ndarray::Array2;
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -28,7 +35,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// treats as a normal end.
 pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|_| out.flush()).context("writing to stdout")
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .context("writing to stdout")
 }
 
 /// Writes to `path` atomically, or to stdout when `None`.
@@ -49,7 +58,9 @@ struct EmbeddingLine<'a> {
 pub fn jsonl_bytes(matrix: &Array2<f32>) -> Vec<u8> {
     let mut out = Vec::new();
     for (index, row) in matrix.rows().into_iter().enumerate() {
-        let embedding = row.to_slice().expect("rows of a standard-layout array are contiguous");
+        let embedding = row
+            .to_slice()
+            .expect("rows of a standard-layout array are contiguous");
         serde_json::to_writer(&mut out, &EmbeddingLine { index, embedding })
             .expect("serializing floats cannot fail");
         out.push(b'\n');
@@ -65,7 +76,10 @@ mod tests {
     fn jsonl_keeps_index_first_and_f32_precision() {
         let m = ndarray::array![[0.1f32, -2.5], [1.0, 0.0]];
         let text = String::from_utf8(jsonl_bytes(&m)).unwrap();
-        assert_eq!(text, "{\"index\":0,\"embedding\":[0.1,-2.5]}\n{\"index\":1,\"embedding\":[1.0,0.0]}\n");
+        assert_eq!(
+            text,
+            "{\"index\":0,\"embedding\":[0.1,-2.5]}\n{\"index\":1,\"embedding\":[1.0,0.0]}\n"
+        );
     }
 
     #[test]
@@ -75,7 +89,10 @@ mod tests {
         let path = dir.join("v.npy");
         write_atomically(&path, b"abc").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }

@@ -46,14 +46,16 @@ pub fn embed_all<S: AsRef<str>>(
     let chunk = options.batch_size.max(1);
     for (i, texts) in texts.chunks(chunk).enumerate() {
         let first = i * chunk;
-        let out = embedder.embed_with_report(texts, options).map_err(|e| match e {
-            // The library numbers texts within the call; give the index in the whole input.
-            EmbedError::Tokenize { index, reason } => EmbedError::Tokenize {
-                index: first + index,
-                reason,
-            },
-            other => other,
-        })?;
+        let out = embedder
+            .embed_with_report(texts, options)
+            .map_err(|e| match e {
+                // The library numbers texts within the call; give the index in the whole input.
+                EmbedError::Tokenize { index, reason } => EmbedError::Tokenize {
+                    index: first + index,
+                    reason,
+                },
+                other => other,
+            })?;
         embeddings
             .slice_mut(s![first..first + texts.len(), ..])
             .assign(&out.embeddings);
@@ -61,7 +63,12 @@ pub fn embed_all<S: AsRef<str>>(
         truncated += out.truncated;
         bar.inc(texts.len() as u64);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
+        let done = (first + texts.len()) as f64;
+        bar.set_message(format!(
+            "{:.1} texts/s, {:.0} tokens/s",
+            done / secs,
+            tokens as f64 / secs
+        ));
     }
     bar.finish_and_clear();
     Ok(Embedded {
@@ -80,10 +87,11 @@ pub fn bar(len: u64, what: &str, visible: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let style = ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, {msg}, ETA {eta})",
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} texts ({msg}, ETA {eta})",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style);
+    let bar =
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style);
     bar.set_prefix(what.to_string());
     bar
 }

@@ -37,13 +37,23 @@ pub struct Args {
     #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub top_k: u32,
     /// Prompt name for the queries.
-    #[arg(long, value_name = "NAME", default_value = "query", conflicts_with = "query_prefix")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "query",
+        conflicts_with = "query_prefix"
+    )]
     pub query_prompt: String,
     /// A literal prefix for the queries instead of a named prompt.
     #[arg(long, value_name = "TEXT")]
     pub query_prefix: Option<String>,
     /// Prompt name for the passages.
-    #[arg(long, value_name = "NAME", default_value = "passage", conflicts_with = "passage_prefix")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "passage",
+        conflicts_with = "passage_prefix"
+    )]
     pub passage_prompt: String,
     /// A literal prefix for the passages instead of a named prompt.
     #[arg(long, value_name = "TEXT")]
@@ -72,6 +82,9 @@ fn prompt(name: &str, prefix: &Option<String>) -> Prompt {
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    if args.corpus == std::path::Path::new("-") {
+        bail!("--corpus must be a file: its vectors are cached beside it");
+    }
     let queries = match args.queries.is_empty() {
         false => args.queries.clone(),
         true if std::io::stdin().is_terminal() => {
@@ -103,12 +116,23 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     };
     let cache_path = match args.no_cache {
         true => None,
-        false => Some(cache::cache_path(&args.corpus, &embedder, &settings, &texts)?),
+        false => Some(cache::cache_path(
+            &args.corpus,
+            &embedder,
+            &settings,
+            &texts,
+        )?),
     };
-    let cached = cache_path.as_deref().and_then(|p| cache::load(p, texts.len(), dim));
+    let cached = cache_path
+        .as_deref()
+        .and_then(|p| cache::load(p, texts.len(), dim));
     let passages = match (cached, &cache_path) {
         (Some(vectors), Some(path)) => {
-            ctx.detail(&format!("cache hit: {} passages from {}", texts.len(), path.display()));
+            ctx.detail(&format!(
+                "cache hit: {} passages from {}",
+                texts.len(),
+                path.display()
+            ));
             vectors
         }
         _ => {
@@ -120,19 +144,35 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             if let Some(path) = &cache_path {
                 match cache::store(path, &embedded.output.embeddings) {
                     Ok(()) => ctx.detail(&format!("cache miss: wrote {}", path.display())),
-                    Err(e) => ctx.note(&format!("warning: the corpus vectors are not cached: {e:#}")),
+                    Err(e) => ctx.note(&format!(
+                        "warning: the corpus vectors are not cached: {e:#}"
+                    )),
                 }
             }
             embedded.output.embeddings
         }
     };
     let query_vectors = embedder.embed(&queries, &query_options)?;
-    let text = report(&queries, &query_vectors, &passages, &corpus, args.top_k as usize, args.json);
+    let text = report(
+        &queries,
+        &query_vectors,
+        &passages,
+        &corpus,
+        args.top_k as usize,
+        args.json,
+    );
     output::write_stdout(text.as_bytes())
 }
 
 /// The top `k` passages of each query, as text or JSON Lines.
-fn report(queries: &[String], q: &Array2<f32>, c: &Array2<f32>, corpus: &[Record], k: usize, json: bool) -> String {
+fn report(
+    queries: &[String],
+    q: &Array2<f32>,
+    c: &Array2<f32>,
+    corpus: &[Record],
+    k: usize,
+    json: bool,
+) -> String {
     let scores = q.dot(&c.t());
     let mut out = String::new();
     for (qi, query) in queries.iter().enumerate() {
@@ -144,7 +184,7 @@ fn report(queries: &[String], q: &Array2<f32>, c: &Array2<f32>, corpus: &[Record
                 .map(|(rank, &d)| {
                     serde_json::json!({
                         "rank": rank + 1,
-                        "score": scores[[qi, d]],
+                        "score": shortest(scores[[qi, d]]),
                         "index": d,
                         "line": corpus[d].line,
                         "id": corpus[d].id,
@@ -165,11 +205,24 @@ fn report(queries: &[String], q: &Array2<f32>, c: &Array2<f32>, corpus: &[Record
                     Some(id) => format!("id {id}"),
                     None => format!("line {}", record.line),
                 };
-                let _ = writeln!(out, "{:>3}  {:.4}  {label}  {}", rank + 1, scores[[qi, d]], snippet(&record.text, 100));
+                let _ = writeln!(
+                    out,
+                    "{:>3}  {:.4}  {label}  {}",
+                    rank + 1,
+                    scores[[qi, d]],
+                    snippet(&record.text, 100)
+                );
             }
         }
     }
     out
+}
+
+/// An f32 as JSON in its shortest round-trip form (0.8885, not 0.8884999752044678).
+fn shortest(x: f32) -> serde_json::Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(serde_json::Value::Null, serde_json::Value::from)
 }
 
 /// The text on one line, cut to `max_chars` characters.
@@ -193,13 +246,21 @@ mod tests {
 
     #[test]
     fn report_ranks_by_score_and_shows_ids_or_lines() {
-        let record = |text: &str, id: Option<&str>, line| Record { text: text.into(), id: id.map(Into::into), line };
+        let record = |text: &str, id: Option<&str>, line| Record {
+            text: text.into(),
+            id: id.map(Into::into),
+            line,
+        };
         let corpus = vec![record("first", None, 1), record("second", Some("d2"), 2)];
         let q = ndarray::array![[0.0f32, 1.0]];
         let c = ndarray::array![[1.0f32, 0.0], [0.0, 1.0]];
         let text = report(&["q".into()], &q, &c, &corpus, 2, false);
-        assert_eq!(text, "query: q\n  1  1.0000  id d2  second\n  2  0.0000  line 1  first\n");
-        let json: serde_json::Value = serde_json::from_str(report(&["q".into()], &q, &c, &corpus, 1, true).trim()).unwrap();
+        assert_eq!(
+            text,
+            "query: q\n  1  1.0000  id d2  second\n  2  0.0000  line 1  first\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(report(&["q".into()], &q, &c, &corpus, 1, true).trim()).unwrap();
         assert_eq!(json["results"][0]["id"], "d2");
         assert_eq!(json["results"].as_array().unwrap().len(), 1);
     }

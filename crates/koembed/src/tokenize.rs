@@ -62,14 +62,28 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             });
             let _ = writeln!(out, "{line}");
         } else {
-            write_text(&mut out, &embedder, index, text, literal.as_deref(), &tokens);
+            write_text(
+                &mut out,
+                &embedder,
+                index,
+                text,
+                literal.as_deref(),
+                &tokens,
+            );
         }
     }
     output::write_stdout(out.as_bytes())
 }
 
 /// One text's report: ids and pieces as lists (`[0, 35378, 8999, 2]`), strings quoted as JSON.
-fn write_text(out: &mut String, embedder: &Embedder, index: usize, text: &str, prompt: Option<&str>, tokens: &TokenizedText) {
+fn write_text(
+    out: &mut String,
+    embedder: &Embedder,
+    index: usize,
+    text: &str,
+    prompt: Option<&str>,
+    tokens: &TokenizedText,
+) {
     let quoted = |s: &str| serde_json::Value::from(s).to_string();
     let list = |items: Vec<String>| format!("[{}]", items.join(", "));
     let _ = writeln!(out, "text {index}: {}", quoted(text));
@@ -77,11 +91,22 @@ fn write_text(out: &mut String, embedder: &Embedder, index: usize, text: &str, p
         let _ = writeln!(out, "  prompt     {}", quoted(p));
     }
     let _ = writeln!(out, "  tokens     {}", tokens.ids.len());
-    let _ = writeln!(out, "  ids        {}", list(tokens.ids.iter().map(u32::to_string).collect()));
+    let _ = writeln!(
+        out,
+        "  ids        {}",
+        list(tokens.ids.iter().map(u32::to_string).collect())
+    );
     let pieces = embedder.tokenizer().pieces(&tokens.ids);
-    let _ = writeln!(out, "  pieces     {}", list(pieces.iter().map(|p| quoted(p)).collect()));
+    let _ = writeln!(
+        out,
+        "  pieces     {}",
+        list(pieces.iter().map(|p| quoted(p)).collect())
+    );
     let truncated = match tokens.truncated {
-        true => format!("yes (cut to {} tokens)", embedder.tokenizer().max_seq_length()),
+        true => format!(
+            "yes (cut to {} tokens)",
+            embedder.tokenizer().max_seq_length()
+        ),
         false => "no".to_string(),
     };
     let _ = writeln!(out, "  truncated  {truncated}");
@@ -93,9 +118,13 @@ mod tests {
 
     #[test]
     fn text_report_lists_ids_and_quoted_pieces() {
-        let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-xlmr");
+        let tiny =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-xlmr");
         let embedder = Embedder::load(&tiny).unwrap();
-        let tokens = TokenizedText { ids: vec![0, 2], truncated: false };
+        let tokens = TokenizedText {
+            ids: vec![0, 2],
+            truncated: false,
+        };
         let mut out = String::new();
         write_text(&mut out, &embedder, 3, "a \"b\"", Some("query: "), &tokens);
         assert_eq!(

@@ -14,9 +14,24 @@ pub struct Workload {
 }
 
 pub const WORKLOADS: [Workload; 3] = [
-    Workload { name: "W1", seed: 1, batch: 1, seq_len: 16 },
-    Workload { name: "W2", seed: 2, batch: 64, seq_len: 128 },
-    Workload { name: "W3", seed: 3, batch: 8, seq_len: 512 },
+    Workload {
+        name: "W1",
+        seed: 1,
+        batch: 1,
+        seq_len: 16,
+    },
+    Workload {
+        name: "W2",
+        seed: 2,
+        batch: 64,
+        seq_len: 128,
+    },
+    Workload {
+        name: "W3",
+        seed: 3,
+        batch: 8,
+        seq_len: 512,
+    },
 ];
 
 /// Every id is below this: valid for any XLM-R-vocabulary model (250002 tokens).
@@ -25,7 +40,10 @@ pub const MIN_VOCAB: usize = 250_002;
 impl Workload {
     /// `W1`, `w2`, ... (case-insensitive).
     pub fn by_name(name: &str) -> Option<Workload> {
-        WORKLOADS.iter().copied().find(|w| w.name.eq_ignore_ascii_case(name))
+        WORKLOADS
+            .iter()
+            .copied()
+            .find(|w| w.name.eq_ignore_ascii_case(name))
     }
 
     /// The token ids, one row per sequence.
@@ -64,8 +82,8 @@ mod tests {
     fn w1_is_the_published_row() {
         let w1 = Workload::by_name("w1").unwrap().token_ids();
         let expected = [
-            0, 195965, 53027, 242534, 161711, 31817, 152599, 235049, 95189, 89804, 236075, 26380, 38592, 49932,
-            28770, 2,
+            0, 195965, 53027, 242534, 161711, 31817, 152599, 235049, 95189, 89804, 236075, 26380,
+            38592, 49932, 28770, 2,
         ];
         assert_eq!(w1, vec![expected.to_vec()]);
     }
@@ -78,7 +96,9 @@ mod tests {
             for row in &ids {
                 assert_eq!(row.len(), w.seq_len);
                 assert_eq!((row[0], row[w.seq_len - 1]), (0, 2));
-                assert!(row[1..w.seq_len - 1].iter().all(|&id| (5..250_002).contains(&id)));
+                assert!(row[1..w.seq_len - 1]
+                    .iter()
+                    .all(|&id| (5..250_002).contains(&id)));
             }
         }
         assert_eq!(Workload::by_name("W4"), None);

@@ -10,7 +10,10 @@ use koembed_embed::{EmbedOptions, Embedder, Prompt};
 fn e5_small_on_debian_faq_ko_matches_the_reference_to_3_decimals() {
     let embedder = Embedder::load(&common::built_model("e5-small")).unwrap();
     let set = BeirSet::load(&common::faq_dir()).unwrap();
-    let options = |name: &str| EmbedOptions { prompt: Prompt::Named(name.into()), ..EmbedOptions::default() };
+    let options = |name: &str| EmbedOptions {
+        prompt: Prompt::Named(name.into()),
+        ..EmbedOptions::default()
+    };
     let queries: Vec<&str> = set.queries.iter().map(|d| d.text.as_str()).collect();
     let corpus: Vec<&str> = set.corpus.iter().map(|d| d.text.as_str()).collect();
     let q = embedder.embed(&queries, &options("query")).unwrap();
@@ -23,7 +26,10 @@ fn e5_small_on_debian_faq_ko_matches_the_reference_to_3_decimals() {
         ("Recall@10", m.recall_at_10, 0.7679),
     ];
     for (name, got, want) in expected {
-        assert!((got - want).abs() < 0.0005, "{name}: {got:.4}, the reference gives {want}");
+        assert!(
+            (got - want).abs() < 0.0005,
+            "{name}: {got:.4}, the reference gives {want}"
+        );
     }
     assert_eq!(m.queries, 112);
 }

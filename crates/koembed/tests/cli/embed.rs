@@ -12,12 +12,27 @@ fn golden() -> Golden {
 }
 
 /// Compares `vectors[i]` with the golden row of (text i of `text_ids`, prompt).
-fn check_rows(golden: &Golden, text_ids: &[&str], prompt: Option<&str>, vectors: &[Vec<f32>], what: &str) {
-    assert_eq!(vectors.len(), text_ids.len(), "{what}: one vector per input text");
+fn check_rows(
+    golden: &Golden,
+    text_ids: &[&str],
+    prompt: Option<&str>,
+    vectors: &[Vec<f32>],
+    what: &str,
+) {
+    assert_eq!(
+        vectors.len(),
+        text_ids.len(),
+        "{what}: one vector per input text"
+    );
     for (id, v) in text_ids.iter().zip(vectors) {
-        let r = golden.find_row(id, prompt).unwrap_or_else(|| panic!("no golden row for {id} {prompt:?}"));
+        let r = golden
+            .find_row(id, prompt)
+            .unwrap_or_else(|| panic!("no golden row for {id} {prompt:?}"));
         let diff = max_abs_diff(v, golden.embeddings.row(r));
-        assert!(diff <= TOLERANCE, "{what}: text {id}, prompt {prompt:?}: differs by {diff:e}");
+        assert!(
+            diff <= TOLERANCE,
+            "{what}: text {id}, prompt {prompt:?}: differs by {diff:e}"
+        );
     }
 }
 
@@ -28,7 +43,12 @@ fn parse_jsonl(bytes: &[u8]) -> Vec<Vec<f32>> {
         .map(|(i, line)| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["index"], i, "rows in input order");
-            v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+            v["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
         })
         .collect()
 }
@@ -42,17 +62,40 @@ fn lines_on_stdin_to_jsonl_on_stdout_match_the_goldens() {
     let model = common::built_model("e5-small");
     let golden = golden();
     // One text per line: the golden texts that hold no line break.
-    let texts: Vec<_> = golden.texts.iter().filter(|t| !t.text.contains(['\n', '\r'])).collect();
+    let texts: Vec<_> = golden
+        .texts
+        .iter()
+        .filter(|t| !t.text.contains(['\n', '\r']))
+        .collect();
     assert!(texts.len() >= 25, "most golden texts fit on a line");
     let input: String = texts.iter().map(|t| format!("{}\n", t.text)).collect();
     let run = koembed(&["embed", "--model", &path_arg(&model)], input.as_bytes()).ok();
     let ids: Vec<&str> = texts.iter().map(|t| t.id.as_str()).collect();
-    check_rows(&golden, &ids, None, &parse_jsonl(&run.stdout), "stdin -> jsonl");
+    check_rows(
+        &golden,
+        &ids,
+        None,
+        &parse_jsonl(&run.stdout),
+        "stdin -> jsonl",
+    );
     // stderr is not a terminal: no progress bar, only the summary, with the reference's counts.
-    let truncated = ids.iter().filter(|id| golden.row(golden.find_row(id, None).unwrap()).truncated).count();
-    let tokens: usize = ids.iter().map(|id| golden.row(golden.find_row(id, None).unwrap()).n_tokens).sum();
-    let summary = format!("koembed: {} texts, {tokens} tokens, {truncated} truncated (max 512 tokens), ", ids.len());
-    assert!(run.stderr.starts_with(&summary), "expected {summary:?}, got:\n{}", run.stderr);
+    let truncated = ids
+        .iter()
+        .filter(|id| golden.row(golden.find_row(id, None).unwrap()).truncated)
+        .count();
+    let tokens: usize = ids
+        .iter()
+        .map(|id| golden.row(golden.find_row(id, None).unwrap()).n_tokens)
+        .sum();
+    let summary = format!(
+        "koembed: {} texts, {tokens} tokens, {truncated} truncated (max 512 tokens), ",
+        ids.len()
+    );
+    assert!(
+        run.stderr.starts_with(&summary),
+        "expected {summary:?}, got:\n{}",
+        run.stderr
+    );
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
 
@@ -70,17 +113,35 @@ fn jsonl_file_with_a_named_prompt_to_npy_matches_the_goldens() {
         .collect();
     std::fs::write(&input, lines).unwrap();
     let out = dir.join("vectors.npy");
-    let args = ["-q", "embed", "-m", &path_arg(&model), "--prompt", "query", "--field", "body"];
+    let args = [
+        "-q",
+        "embed",
+        "-m",
+        &path_arg(&model),
+        "--prompt",
+        "query",
+        "--field",
+        "body",
+    ];
     let mut args = args.to_vec();
     let (i, o) = (path_arg(&input), path_arg(&out));
     args.extend(["-i", &i, "-o", &o]);
     let run = koembed(&args, b"").ok();
-    assert!(run.stdout.is_empty() && run.stderr.is_empty(), "-q and -o: nothing printed");
+    assert!(
+        run.stdout.is_empty() && run.stderr.is_empty(),
+        "-q and -o: nothing printed"
+    );
     let vectors = parse_npy(&out);
     assert_eq!(vectors.dim(), (golden.texts.len(), 384));
     let rows: Vec<Vec<f32>> = vectors.rows().into_iter().map(|r| r.to_vec()).collect();
     let ids: Vec<&str> = golden.texts.iter().map(|t| t.id.as_str()).collect();
-    check_rows(&golden, &ids, Some("query"), &rows, "jsonl --prompt query -> npy");
+    check_rows(
+        &golden,
+        &ids,
+        Some("query"),
+        &rows,
+        "jsonl --prompt query -> npy",
+    );
 }
 
 #[test]
@@ -88,12 +149,40 @@ fn a_literal_prefix_equals_the_named_prompt() {
     let model = common::built_model("e5-small");
     let golden = golden();
     let dir = temp_dir("embed-prefix");
-    let texts: Vec<_> = golden.texts.iter().filter(|t| !t.text.contains(['\n', '\r'])).take(12).collect();
+    let texts: Vec<_> = golden
+        .texts
+        .iter()
+        .filter(|t| !t.text.contains(['\n', '\r']))
+        .take(12)
+        .collect();
     let input = dir.join("texts.txt");
-    std::fs::write(&input, texts.iter().map(|t| format!("{}\n", t.text)).collect::<String>()).unwrap();
+    std::fs::write(
+        &input,
+        texts
+            .iter()
+            .map(|t| format!("{}\n", t.text))
+            .collect::<String>(),
+    )
+    .unwrap();
     let out = dir.join("vectors.jsonl");
-    let args = ["embed", "-m", &path_arg(&model), "--prefix", "passage: ", "-i", &path_arg(&input), "-o", &path_arg(&out)];
+    let args = [
+        "embed",
+        "-m",
+        &path_arg(&model),
+        "--prefix",
+        "passage: ",
+        "-i",
+        &path_arg(&input),
+        "-o",
+        &path_arg(&out),
+    ];
     koembed(&args, b"").ok();
     let ids: Vec<&str> = texts.iter().map(|t| t.id.as_str()).collect();
-    check_rows(&golden, &ids, Some("passage"), &parse_jsonl(&std::fs::read(&out).unwrap()), "--prefix");
+    check_rows(
+        &golden,
+        &ids,
+        Some("passage"),
+        &parse_jsonl(&std::fs::read(&out).unwrap()),
+        "--prefix",
+    );
 }

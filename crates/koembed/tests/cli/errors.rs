@@ -43,7 +43,8 @@ fn invalid_utf8_names_the_line() {
     let dir = temp_dir("utf8");
     let input = dir.join("texts.txt");
     std::fs::write(&input, b"fine\nalso fine\nbroken \xff\xfe here\n").unwrap();
-    koembed(&embed_args(&tiny, &["-i", &path_arg(&input)]), b"").fails_with("texts.txt line 3: not valid UTF-8");
+    koembed(&embed_args(&tiny, &["-i", &path_arg(&input)]), b"")
+        .fails_with("texts.txt line 3: not valid UTF-8");
     koembed(&embed_args(&tiny, &[]), b"ok\n\xc3\n").fails_with("stdin line 2: not valid UTF-8");
 }
 
@@ -54,8 +55,10 @@ fn bad_jsonl_lines_are_named() {
     let input = dir.join("docs.jsonl");
     std::fs::write(&input, "{\"text\": \"a\"}\n{\"body\": \"b\"}\n").unwrap();
     let i = path_arg(&input);
-    koembed(&embed_args(&tiny, &["-i", &i]), b"").fails_with("docs.jsonl line 2: no \"text\" field");
-    koembed(&embed_args(&tiny, &["-i", &i, "--field", "body"]), b"").fails_with("docs.jsonl line 1: no \"body\" field");
+    koembed(&embed_args(&tiny, &["-i", &i]), b"")
+        .fails_with("docs.jsonl line 2: no \"text\" field");
+    koembed(&embed_args(&tiny, &["-i", &i, "--field", "body"]), b"")
+        .fails_with("docs.jsonl line 1: no \"body\" field");
     std::fs::write(&input, "{\"text\": \"a\"}\n\n{\"text\": \"a\"\n").unwrap();
     koembed(&embed_args(&tiny, &["-i", &i]), b"").fails_with("docs.jsonl line 3: not valid JSON");
 }
@@ -76,7 +79,8 @@ fn a_missing_model_file_is_named() {
 #[test]
 fn a_wrong_dim_names_the_allowed_range() {
     let tiny = path_arg(&tiny_xlmr());
-    koembed(&embed_args(&tiny, &["--dim", "49"]), b"x\n").fails_with("--dim 49 is out of range: this model allows 1..=48");
+    koembed(&embed_args(&tiny, &["--dim", "49"]), b"x\n")
+        .fails_with("--dim 49 is out of range: this model allows 1..=48");
     koembed(&embed_args(&tiny, &["--dim", "0"]), b"x\n").fails_with("1..=48");
     // In range: 12 values per line.
     let run = koembed(&embed_args(&tiny, &["--dim", "12"]), b"x\n").ok();
@@ -89,10 +93,23 @@ fn an_unknown_prompt_lists_the_known_ones() {
     let tiny = path_arg(&tiny_xlmr());
     koembed(&embed_args(&tiny, &["--prompt", "qeury"]), b"x\n")
         .fails_with("unknown prompt name \"qeury\"; this model knows: passage, query");
-    koembed(&["tokenize", "-m", &tiny, "--prompt", "qeury", "x"], b"").fails_with("this model knows: passage, query");
+    koembed(&["tokenize", "-m", &tiny, "--prompt", "qeury", "x"], b"")
+        .fails_with("this model knows: passage, query");
     let faq = path_arg(&common::faq_dir().join("corpus.jsonl"));
-    koembed(&["search", "-m", &tiny, "--corpus", &faq, "--query-prompt", "q", "x"], b"")
-        .fails_with("unknown prompt name \"q\"");
+    koembed(
+        &[
+            "search",
+            "-m",
+            &tiny,
+            "--corpus",
+            &faq,
+            "--query-prompt",
+            "q",
+            "x",
+        ],
+        b"",
+    )
+    .fails_with("unknown prompt name \"q\"");
 }
 
 #[test]
@@ -104,7 +121,14 @@ fn empty_input_gives_empty_output() {
     let dir = temp_dir("empty");
     let (input, out) = (dir.join("empty.txt"), dir.join("v.npy"));
     std::fs::write(&input, b"").unwrap();
-    koembed(&embed_args(&tiny, &["-q", "-i", &path_arg(&input), "-o", &path_arg(&out)]), b"").ok();
+    koembed(
+        &embed_args(
+            &tiny,
+            &["-q", "-i", &path_arg(&input), "-o", &path_arg(&out)],
+        ),
+        b"",
+    )
+    .ok();
     let vectors = koembed::npy::parse_npy_f32(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(vectors.dim(), (0, 48));
     let jsonl = dir.join("empty.jsonl");
@@ -117,8 +141,11 @@ fn empty_input_gives_empty_output() {
 fn empty_lines_are_texts_and_keep_their_rows() {
     let tiny = path_arg(&tiny_xlmr());
     let run = koembed(&embed_args(&tiny, &["-q"]), b"a\n\nb\r\n").ok();
-    let lines: Vec<serde_json::Value> =
-        run.stdout_text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = run
+        .stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[1]["index"], 1);
 }
@@ -126,7 +153,8 @@ fn empty_lines_are_texts_and_keep_their_rows() {
 #[test]
 fn a_missing_input_file_and_bad_options_fail_cleanly() {
     let tiny = path_arg(&tiny_xlmr());
-    koembed(&embed_args(&tiny, &["-i", "/nonexistent/texts.txt"]), b"").fails_with("cannot open /nonexistent/texts.txt");
+    koembed(&embed_args(&tiny, &["-i", "/nonexistent/texts.txt"]), b"")
+        .fails_with("cannot open /nonexistent/texts.txt");
     // Usage errors come from the argument parser: status 2, with the option named.
     let run = koembed(&embed_args(&tiny, &["--batch-size", "0"]), b"");
     assert_eq!(run.code, Some(2));
@@ -134,5 +162,9 @@ fn a_missing_input_file_and_bad_options_fail_cleanly() {
     let run = koembed(&embed_args(&tiny, &["--threads", "0"]), b"");
     assert_eq!(run.code, Some(2));
     // An output folder that does not exist: the file is named, nothing is left behind.
-    koembed(&embed_args(&tiny, &["-o", "/nonexistent/dir/v.npy"]), b"x\n").fails_with("/nonexistent/dir/v.npy");
+    koembed(
+        &embed_args(&tiny, &["-o", "/nonexistent/dir/v.npy"]),
+        b"x\n",
+    )
+    .fails_with("/nonexistent/dir/v.npy");
 }

@@ -32,7 +32,12 @@ impl Run {
 
     /// Asserts exit status 1 with `message` in the error line.
     pub fn fails_with(self, message: &str) -> Self {
-        assert_eq!(self.code, Some(1), "expected exit status 1; stderr:\n{}", self.stderr);
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit status 1; stderr:\n{}",
+            self.stderr
+        );
         assert!(
             self.stderr.contains("koembed: error: ") && self.stderr.contains(message),
             "expected {message:?} in stderr:\n{}",
@@ -64,7 +69,11 @@ pub fn koembed<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> Run {
         stdout: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert!(!run.stderr.contains("panicked"), "koembed panicked:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("panicked"),
+        "koembed panicked:\n{}",
+        run.stderr
+    );
     run
 }
 
@@ -87,5 +96,8 @@ pub fn path_arg(p: &Path) -> String {
 /// Max |a - b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -8,7 +8,10 @@ fn tokenize_hello_world() {
     let run = koembed(&["tokenize", "-m", &model, "--json", "Hello world"], b"").ok();
     let v: serde_json::Value = serde_json::from_str(run.stdout_text().trim()).unwrap();
     assert_eq!(v["ids"], serde_json::json!([0, 35378, 8999, 2]));
-    assert_eq!(v["pieces"], serde_json::json!(["<s>", "▁Hello", "▁world", "</s>"]));
+    assert_eq!(
+        v["pieces"],
+        serde_json::json!(["<s>", "▁Hello", "▁world", "</s>"])
+    );
     assert_eq!(v["truncated"], false);
 
     let run = koembed(&["tokenize", "-m", &model, "Hello world"], b"").ok();
@@ -17,7 +20,11 @@ fn tokenize_hello_world() {
     assert!(text.contains("truncated  no\n"), "{text}");
 
     // The prompt is part of what the model sees; texts may come from stdin.
-    let run = koembed(&["tokenize", "-m", &model, "--prompt", "query", "--json"], b"Hello world\n").ok();
+    let run = koembed(
+        &["tokenize", "-m", &model, "--prompt", "query", "--json"],
+        b"Hello world\n",
+    )
+    .ok();
     let v: serde_json::Value = serde_json::from_str(run.stdout_text().trim()).unwrap();
     assert_eq!(v["prompt"], "query: ");
     assert_eq!(v["pieces"][1], "▁que");
@@ -36,8 +43,24 @@ fn tokenize_reports_truncation() {
 #[test]
 fn bench_w1_prints_the_peer_keys() {
     let model = path_arg(&common::built_model("e5-small"));
-    let run = koembed(&["bench", "-m", &model, "--workload", "W1", "--json", "--calls", "2", "--threads", "1"], b"").ok();
-    let v: serde_json::Value = serde_json::from_str(run.stdout_text().trim()).expect("one JSON line");
+    let run = koembed(
+        &[
+            "bench",
+            "-m",
+            &model,
+            "--workload",
+            "W1",
+            "--json",
+            "--calls",
+            "2",
+            "--threads",
+            "1",
+        ],
+        b"",
+    )
+    .ok();
+    let v: serde_json::Value =
+        serde_json::from_str(run.stdout_text().trim()).expect("one JSON line");
     for key in ["tok_s", "ms", "peak_rss_mb"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
@@ -56,16 +79,41 @@ fn bench_refuses_xlmr_workloads_on_a_smaller_vocabulary_and_times_a_file() {
     let dir = temp_dir("bench");
     let corpus = dir.join("texts.txt");
     std::fs::write(&corpus, "first text\nsecond text\n").unwrap();
-    let run = koembed(&["bench", "-m", &minilm, "--workload", &path_arg(&corpus), "--calls", "1"], b"").ok();
-    assert!(run.stdout_text().contains("1 calls: median "), "{}", run.stdout_text());
-    koembed(&["bench", "-m", &minilm, "--workload", "W9"], b"").fails_with("not W1, W2, W3 nor a file");
+    let run = koembed(
+        &[
+            "bench",
+            "-m",
+            &minilm,
+            "--workload",
+            &path_arg(&corpus),
+            "--calls",
+            "1",
+        ],
+        b"",
+    )
+    .ok();
+    assert!(
+        run.stdout_text().contains("1 calls: median "),
+        "{}",
+        run.stdout_text()
+    );
+    koembed(&["bench", "-m", &minilm, "--workload", "W9"], b"")
+        .fails_with("not W1, W2, W3 nor a file");
 }
 
 #[test]
 fn inspect_describes_the_model() {
     let run = koembed(&["inspect", "-m", &path_arg(&tiny_xlmr())], b"").ok();
     let text = run.stdout_text();
-    for expected in ["architecture XLMRobertaModel", "parameters", "on disk", "memory", "pooling      cls", "prompts", "max length   64 tokens"] {
+    for expected in [
+        "architecture XLMRobertaModel",
+        "parameters",
+        "on disk",
+        "memory",
+        "pooling      cls",
+        "prompts",
+        "max length   64 tokens",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
     }
 }
@@ -75,6 +123,9 @@ fn every_subcommand_has_help_with_an_example() {
     for sub in ["embed", "search", "eval", "tokenize", "inspect", "bench"] {
         let run = koembed(&[sub, "--help"], b"").ok();
         let help = run.stdout_text();
-        assert!(help.contains("Example") && help.contains(&format!("koembed {sub} --model")), "{sub}:\n{help}");
+        assert!(
+            help.contains("Example") && help.contains(&format!("koembed {sub} --model")),
+            "{sub}:\n{help}"
+        );
     }
 }

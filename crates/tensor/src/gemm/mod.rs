@@ -18,7 +18,9 @@
 //! thread count, and not on which other rows share the call (a text alone equals the same text
 //! inside a batch; see the `row_results_do_not_depend_on_the_batch` test).
 
+mod kernels;
 pub mod naive;
+pub mod packed;
 
 use crate::error::{expect_2d, expect_shape, Result};
 use crate::tensor::{TensorView, TensorViewMut};

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod gelu;
+pub mod gelu_f32;
 pub mod layernorm;
 pub mod softmax;
 

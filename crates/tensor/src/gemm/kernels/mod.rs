@@ -1,0 +1,60 @@
+//! Register-tile micro-kernels of the packed GEMM ([`super::packed`]).
+//!
+//! Each kernel is a zero-sized type whose constructor `new() -> Option<Self>` only succeeds when
+//! the CPU has the instructions it uses: holding one is the proof that calling it is sound.
+//!
+//! # The one accumulation order
+//! A kernel computes every output element as a single chain over k = 0, 1, ..., K-1:
+//! `acc = 0; acc = fma(a[k], b[k], acc)` (the portable kernel: `acc = acc + a[k]·b[k]`, two
+//! roundings), continued across K blocks by reloading the stored f32 tile (exact), then
+//! `acc + bias`, then the epilogue. Lanes never mix, and padded rows/columns only fill lanes that
+//! are thrown away, so an element's value depends on its own input row and weight column only:
+//! not on M, the tile it falls in, the blocking, or the thread count. The AVX2 and AVX-512
+//! kernels perform the same fused operations, so they give the same bits as each other.
+
+pub(crate) mod portable;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
+/// Largest MR·NR of any kernel (AVX-512: 8 x 32), for edge-tile scratch space on the stack.
+pub(crate) const MAX_TILE: usize = 8 * 32;
+
+/// `C[MR x NR] (+)= A_panel · B_panel`, then optionally `+ bias` and GELU.
+///
+/// Blocking constants live here, per kernel, so that the packed layout of B (NR, KC) and the
+/// loops of the driver (MC) agree. Zen 4: 32 KB L1d, 1 MB L2 per core, 32 MB shared L3.
+pub(crate) trait MicroKernel: Copy + Send + Sync {
+    /// Rows of the register tile (one broadcast of A each per k).
+    const MR: usize;
+    /// Columns of the register tile (NR/lanes vector loads of B per k).
+    const NR: usize;
+    /// K block: the B micro-panel (KC x NR) is reused from L1 by every A micro-panel of an M
+    /// block, so KC·NR·4 bytes should take about half of the 32 KB L1d.
+    const KC: usize;
+    /// M block: the packed A block (MC x KC) stays in L2 while all B panels of a task stream
+    /// past it; MC·KC·4 bytes is kept well under the 1 MB L2 (B panels and C share it).
+    const MC: usize;
+
+    /// One register tile.
+    ///
+    /// # Safety
+    /// - the CPU supports the kernel (guaranteed by holding `self`);
+    /// - `a` points to `k·MR` readable f32 (packed A: `a[p·MR + i]`), `b` to `k·NR` readable f32
+    ///   (packed B: `b[p·NR + j]`);
+    /// - `c` points to MR rows of NR f32 at row stride `ldc` that the caller may read and write
+    ///   and that no other thread accesses during the call (if `!accumulate` they are only
+    ///   written);
+    /// - `bias` is null or points to NR readable f32.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    );
+}

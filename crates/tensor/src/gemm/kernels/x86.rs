@@ -1,0 +1,188 @@
+//! x86-64 kernels: AVX2 + FMA (6 x 16: 12 ymm accumulators) and AVX-512F (8 x 32: 16 zmm
+//! accumulators).
+//!
+//! Zen 4 runs a zmm FMA as two 256-bit halves on its two FMA pipes, so both kernels have the
+//! same peak there (32 FLOP/cycle); the AVX-512 tile needs fewer loads and broadcasts per FMA
+//! (10 per 16 zmm FMAs against 8 per 12 ymm FMAs) and fills whole 8-row panels at M = 16.
+
+use std::arch::x86_64::*;
+
+use super::MicroKernel;
+use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
+
+/// Proof that the CPU has AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Kernel(());
+
+impl Avx2Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(Avx2Kernel(()))
+    }
+}
+
+impl MicroKernel for Avx2Kernel {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    const KC: usize = 256; // B micro-panel 256·16·4 = 16 KB: half of L1d
+    const MC: usize = 144; // A block 144·256·4 = 144 KB of the 1 MB L2
+
+    unsafe fn tile(
+        self,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    ) {
+        // SAFETY: holding `self` proves AVX2 + FMA; the pointer contract is the caller's (the
+        // same as this trait method's).
+        unsafe { tile_avx2(k, a, b, c, ldc, accumulate, bias, gelu) }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    bias: *const f32,
+    gelu: bool,
+) {
+    const MR: usize = 6;
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
+    // c + i·ldc + {0, 8} .. +8 for i < 6 (a 6 x 16 tile), a + p·6 + i for p < k, i < 6,
+    // b + p·16 + {0, 8} .. +8 for p < k, bias + {0, 8} .. +8. Loads and stores are unaligned.
+    unsafe {
+        if accumulate {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm256_loadu_ps(c.add(i * ldc));
+                row[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+            }
+        }
+        for p in 0..k {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let ap = a.add(p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*ap.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        if !bias.is_null() {
+            let bias0 = _mm256_loadu_ps(bias);
+            let bias1 = _mm256_loadu_ps(bias.add(8));
+            for row in &mut acc {
+                row[0] = _mm256_add_ps(row[0], bias0);
+                row[1] = _mm256_add_ps(row[1], bias1);
+                if gelu {
+                    row[0] = gelu_avx2(row[0]);
+                    row[1] = gelu_avx2(row[1]);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(c.add(i * ldc), row[0]);
+            _mm256_storeu_ps(c.add(i * ldc + 8), row[1]);
+        }
+    }
+}
+
+/// Proof that the CPU has AVX-512F (and FMA).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Kernel(());
+
+impl Avx512Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"))
+            .then_some(Avx512Kernel(()))
+    }
+}
+
+impl MicroKernel for Avx512Kernel {
+    const MR: usize = 8;
+    const NR: usize = 32;
+    const KC: usize = 128; // B micro-panel 128·32·4 = 16 KB: half of L1d
+    const MC: usize = 192; // A block 192·128·4 = 96 KB of the 1 MB L2
+
+    unsafe fn tile(
+        self,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    ) {
+        // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's.
+        unsafe { tile_avx512(k, a, b, c, ldc, accumulate, bias, gelu) }
+    }
+}
+
+/// # Safety
+/// AVX-512F + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 8, NR = 32.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tile_avx512(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    bias: *const f32,
+    gelu: bool,
+) {
+    const MR: usize = 8;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
+    // c + i·ldc + {0, 16} .. +16 for i < 8 (an 8 x 32 tile), a + p·8 + i for p < k, i < 8,
+    // b + p·32 + {0, 16} .. +16 for p < k, bias + {0, 16} .. +16. Loads/stores are unaligned.
+    unsafe {
+        if accumulate {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_loadu_ps(c.add(i * ldc));
+                row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+        }
+        for p in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let ap = a.add(p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ap.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        if !bias.is_null() {
+            let bias0 = _mm512_loadu_ps(bias);
+            let bias1 = _mm512_loadu_ps(bias.add(16));
+            for row in &mut acc {
+                row[0] = _mm512_add_ps(row[0], bias0);
+                row[1] = _mm512_add_ps(row[1], bias1);
+                if gelu {
+                    row[0] = gelu_avx512(row[0]);
+                    row[1] = gelu_avx512(row[1]);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(i * ldc), row[0]);
+            _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+        }
+    }
+}

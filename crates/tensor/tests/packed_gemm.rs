@@ -1,0 +1,248 @@
+//! The packed GEMM, every kernel this CPU supports, against the naive f64 twin and exact
+//! integer references; determinism across M, batch composition and thread count.
+
+mod common;
+
+use common::{bits, with_threads, Rng};
+use koembed_tensor::testing::{assert_close, Tolerance};
+use koembed_tensor::{
+    gelu_erf_f32, matmul_packed_bias, naive, Epilogue, GemmKernel, PackedMatrix, Tensor,
+};
+
+const SIZES: [usize; 10] = [1, 3, 7, 16, 17, 64, 65, 127, 384, 1025];
+
+fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(data, shape).unwrap()
+}
+
+/// (M, K, N) from SIZES³: every shape with at most 4M multiply-adds, plus a deterministic
+/// sample of the larger ones (the naive twin is slow there).
+fn shapes() -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::new();
+    let mut i = 0;
+    for &m in &SIZES {
+        for &k in &SIZES {
+            for &n in &SIZES {
+                i += 1;
+                let work = m * k * n;
+                if work <= 4_000_000 || (work <= 60_000_000 && i % 9 == 0) {
+                    v.push((m, k, n));
+                }
+            }
+        }
+    }
+    v
+}
+
+fn packed_call(
+    kernel: GemmKernel,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    epi: Epilogue,
+) -> Tensor {
+    let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+    let mut out = Tensor::full(&[x.rows(), w.rows()], f32::NAN);
+    matmul_packed_bias(out.view_mut(), x.view(), &p, b.view(), epi).unwrap();
+    out
+}
+
+#[test]
+fn every_kernel_is_listed() {
+    let ks = GemmKernel::supported();
+    println!("supported GEMM kernels: {ks:?}");
+    assert_eq!(ks.last(), Some(&GemmKernel::Portable));
+    assert_eq!(GemmKernel::detect(), ks[0]);
+    for k in [GemmKernel::Avx512, GemmKernel::Avx2] {
+        if !k.is_supported() {
+            let w = Tensor::zeros(&[4, 4]);
+            assert!(PackedMatrix::pack_b_with_kernel(w.view(), k).is_err());
+        }
+    }
+}
+
+#[test]
+fn float_inputs_within_the_naive_error_bound() {
+    let mut rng = Rng::new(11);
+    for kernel in GemmKernel::supported() {
+        for (m, k, n) in shapes() {
+            let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
+            let mut want = Tensor::full(&[m, n], f32::NAN);
+            naive::matmul_bias_nt(want.view_mut(), x.view(), w.view(), b.view()).unwrap();
+            // Worst-case f32 dot product + bias error: (K + 2)·2^-24·(Σ|x·w| + |b|).
+            let tol = Tolerance {
+                abs: (k + 2) as f32 * f32::EPSILON / 2.0 * (0.1 * k as f32 + 1.0),
+                rel: 0.0,
+            };
+            let what = format!("{kernel:?} m={m} k={k} n={n}");
+            assert_close(&what, got.as_slice(), want.as_slice(), &[m, n], tol);
+        }
+    }
+}
+
+#[test]
+fn integer_inputs_are_exact() {
+    let mut rng = Rng::new(12);
+    for kernel in GemmKernel::supported() {
+        for (m, k, n) in shapes() {
+            // |products| <= 16, sums <= 16·1025 + 100: exact in f32 in any order.
+            let x = rng.int_vec(m * k, 4);
+            let w = rng.int_vec(n * k, 4);
+            let b = rng.int_vec(n, 100);
+            let mut want = vec![0.0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: i64 = (0..k)
+                        .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
+                        .sum();
+                    want[i * n + j] = dot as f32 + b[j];
+                }
+            }
+            let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
+            let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
+            let what = format!("{kernel:?} m={m} k={k} n={n}");
+            assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
+        }
+    }
+}
+
+#[test]
+fn gelu_epilogue_is_gelu_of_the_plain_result() {
+    let mut rng = Rng::new(13);
+    for kernel in GemmKernel::supported() {
+        for (m, k, n) in [(1, 7, 3), (17, 65, 127), (130, 384, 200), (16, 1025, 64)] {
+            let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.2, 0.2), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            let plain = packed_call(kernel, &x, &w, &b, Epilogue::None);
+            let fused = packed_call(kernel, &x, &w, &b, Epilogue::Gelu);
+            let want: Vec<f32> = plain.as_slice().iter().map(|&v| gelu_erf_f32(v)).collect();
+            assert_eq!(
+                bits(fused.as_slice()),
+                bits(&want),
+                "{kernel:?} m={m} k={k} n={n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_row_alone_equals_the_same_row_in_a_batch() {
+    let (m, k, n) = (130, 1025, 389);
+    let mut rng = Rng::new(14);
+    let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+    let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+    let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+    for kernel in GemmKernel::supported() {
+        let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+        for epi in [Epilogue::None, Epilogue::Gelu] {
+            let mut full = Tensor::full(&[m, n], f32::NAN);
+            matmul_packed_bias(full.view_mut(), x.view(), &p, b.view(), epi).unwrap();
+            for rows in [0..1, 5..6, 64..65, 129..130, 3..19, 60..130, 1..130] {
+                let mut part = Tensor::full(&[rows.len(), n], f32::NAN);
+                let xs = x.view().slice_rows(rows.clone());
+                matmul_packed_bias(part.view_mut(), xs, &p, b.view(), epi).unwrap();
+                let want = full.view().slice_rows(rows.clone());
+                assert_eq!(
+                    bits(part.as_slice()),
+                    bits(want.as_slice()),
+                    "{kernel:?} {epi:?} rows {rows:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_and_two_threads_give_the_same_bits() {
+    let mut rng = Rng::new(15);
+    for (m, k, n) in [(16, 384, 1536), (130, 1536, 384), (3, 65, 1025)] {
+        let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+        let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+        let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+        for kernel in GemmKernel::supported() {
+            let run = || bits(packed_call(kernel, &x, &w, &b, Epilogue::Gelu).as_slice());
+            let one = with_threads(1, run);
+            let two = with_threads(2, run);
+            let three = with_threads(3, run);
+            assert_eq!(one, two, "{kernel:?} m={m} k={k} n={n}: 1 vs 2 threads");
+            assert_eq!(one, three, "{kernel:?} m={m} k={k} n={n}: 1 vs 3 threads");
+        }
+    }
+}
+
+#[test]
+fn simd_kernels_agree_bit_for_bit() {
+    // AVX2 and AVX-512 run the same fused chain; where both exist they must agree exactly.
+    let ks: Vec<_> = GemmKernel::supported()
+        .into_iter()
+        .filter(|&k| k != GemmKernel::Portable)
+        .collect();
+    if ks.len() < 2 {
+        println!("only {ks:?}: nothing to compare");
+        return;
+    }
+    let mut rng = Rng::new(16);
+    let (m, k, n) = (37, 1025, 129);
+    let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+    let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+    let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+    let a = packed_call(ks[0], &x, &w, &b, Epilogue::Gelu);
+    let c = packed_call(ks[1], &x, &w, &b, Epilogue::Gelu);
+    assert_eq!(bits(a.as_slice()), bits(c.as_slice()));
+}
+
+#[test]
+fn empty_dimensions_and_shape_errors() {
+    for kernel in GemmKernel::supported() {
+        // K = 0: out = bias (after the epilogue).
+        let x = Tensor::zeros(&[3, 0]);
+        let w = Tensor::zeros(&[2, 0]);
+        let b = t(vec![1.5, -2.0], &[2]);
+        let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
+        assert_eq!(got.as_slice(), &[1.5, -2.0, 1.5, -2.0, 1.5, -2.0]);
+        // M = 0 and N = 0.
+        let got = packed_call(kernel, &Tensor::zeros(&[0, 4]), &Tensor::zeros(&[2, 4]), &b, Epilogue::Gelu);
+        assert!(got.is_empty());
+        let got = packed_call(
+            kernel,
+            &Tensor::zeros(&[3, 4]),
+            &Tensor::zeros(&[0, 4]),
+            &Tensor::zeros(&[0]),
+            Epilogue::None,
+        );
+        assert!(got.is_empty());
+    }
+    let p = PackedMatrix::pack_b(Tensor::zeros(&[1536, 384]).view()).unwrap();
+    assert_eq!((p.n(), p.k()), (1536, 384));
+    let mut out = Tensor::full(&[16, 1536], f32::NAN);
+    let e = matmul_packed_bias(
+        out.view_mut(),
+        Tensor::zeros(&[16, 385]).view(),
+        &p,
+        Tensor::zeros(&[1536]).view(),
+        Epilogue::None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "matmul_packed_bias: `x` has shape [16, 385], expected [M, K] = [16, 384]"
+    );
+    let e = matmul_packed_bias(
+        out.view_mut(),
+        Tensor::zeros(&[16, 384]).view(),
+        &p,
+        Tensor::zeros(&[384]).view(),
+        Epilogue::None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "matmul_packed_bias: `bias` has shape [384], expected [N] = [1536]"
+    );
+    assert!(out.as_slice().iter().all(|v| v.is_nan()), "nothing written");
+    assert!(PackedMatrix::pack_b(Tensor::zeros(&[2, 3, 4]).view()).is_err());
+}
