@@ -166,12 +166,12 @@ fn summary(_: &mut Criterion) {
         let outs: Vec<std::cell::RefCell<Tensor>> = (0..packed.len() + 3)
             .map(|_| std::cell::RefCell::new(Tensor::zeros(&[m, n])))
             .collect();
-        let (x, b) = (&x, &b);
+        let (x, b, outs) = (&x, &b, &outs);
         let mut variants: Vec<(String, Box<dyn FnMut() + '_>)> = Vec::new();
         let w_view = w.view();
         variants.push((
             "matrixmultiply".into(),
-            Box::new(|| {
+            Box::new(move || {
                 let mut o = outs[0].borrow_mut();
                 matmul_bias_nt(o.view_mut(), x.view(), w_view, b.view()).unwrap()
             }),

@@ -172,8 +172,11 @@ impl Embedder {
             (dir.prompts.clone(), "config_sentence_transformers.json")
         } else if tokenizer.has_token("<Q>") && tokenizer.has_token("<P>") {
             (convention(&[("query", "<Q>"), ("passage", "<P>")]), "the <Q>/<P> convention (frony)")
-        } else {
+        } else if tokenizer.vocab_size() >= XLMR_VOCAB_SIZE {
+            // The multilingual E5 family and KoE5 (the XLM-R vocabulary) are trained with these.
             (convention(&[("query", "query: "), ("passage", "passage: ")]), "the E5 convention")
+        } else {
+            (BTreeMap::new(), "none: this model has no prompts")
         };
         Ok(Embedder {
             dir,
@@ -272,10 +275,6 @@ impl Embedder {
             Some(p) if !self.dir.pooling.include_prompt => self.tokenizer.prompt_length(p)?,
             _ => 0,
         };
-        let normalize_module = self.dir.normalize && options.normalize != Some(false);
-        let normalize_final = options.normalize == Some(true)
-            || (normalize_module && options.truncate_dim.is_some());
-
         let mut embeddings = Array2::<f32>::zeros((texts.len(), out_dim));
         let mut truncated = 0;
         let mut tokens = 0;
@@ -291,29 +290,53 @@ impl Embedder {
                 .collect::<Result<Vec<_>, _>>()?;
             truncated += tokenized.iter().filter(|t| t.truncated).count();
             tokens += tokenized.iter().map(|t| t.ids.len()).sum::<usize>();
-            let pooled = self.pool_batch(&tokenized, masked_prefix)?;
-            let vectors = self.dense.iter().fold(pooled, |x, layer| layer.forward(&x));
-            for (i, row) in vectors.as_slice().chunks_exact(dim).enumerate() {
-                let mut v = row.to_vec();
-                if normalize_module {
-                    l2_normalize(&mut v);
-                }
-                v.truncate(out_dim);
-                if normalize_final {
-                    l2_normalize(&mut v);
-                }
-                embeddings
-                    .row_mut(first + i)
-                    .as_slice_mut()
-                    .expect("rows of a standard-layout array are contiguous")
-                    .copy_from_slice(&v);
-            }
+            let vectors = self.embed_tokenized(&tokenized, masked_prefix, options)?;
+            embeddings
+                .slice_mut(ndarray::s![first..first + chunk.len(), ..])
+                .assign(&vectors);
         }
         Ok(EmbedOutput {
             embeddings,
             truncated,
             tokens,
         })
+    }
+
+    /// The rest of the pipeline on already tokenized texts (prompt included): encoder, pooling
+    /// (the first `masked_prefix` tokens left out, see [`TextTokenizer::prompt_length`]),
+    /// Dense, Normalize and the Matryoshka cut of `options`. One encoder call: `batch_size` is
+    /// not applied here.
+    pub fn embed_tokenized(
+        &self,
+        tokenized: &[TokenizedText],
+        masked_prefix: usize,
+        options: &EmbedOptions,
+    ) -> Result<Array2<f32>, EmbedError> {
+        let dim = self.dim();
+        let out_dim = options.truncate_dim.unwrap_or(dim);
+        if out_dim == 0 || out_dim > dim {
+            return Err(EmbedError::Option(format!(
+                "truncate_dim {out_dim} is outside 1..={dim} (this model's dimension)"
+            )));
+        }
+        let normalize_module = self.dir.normalize && options.normalize != Some(false);
+        let normalize_final = options.normalize == Some(true)
+            || (normalize_module && options.truncate_dim.is_some());
+        let pooled = self.pool_batch(tokenized, masked_prefix)?;
+        let vectors = self.dense.iter().fold(pooled, |x, layer| layer.forward(&x));
+        let mut out = Array2::<f32>::zeros((tokenized.len(), out_dim));
+        for (row, mut target) in vectors.as_slice().chunks_exact(dim).zip(out.rows_mut()) {
+            let mut v = row.to_vec();
+            if normalize_module {
+                l2_normalize(&mut v);
+            }
+            v.truncate(out_dim);
+            if normalize_final {
+                l2_normalize(&mut v);
+            }
+            target.assign(&ndarray::ArrayView1::from(&v[..]));
+        }
+        Ok(out)
     }
 
     /// Runs the encoder on already tokenized sequences and pools each one:
@@ -342,6 +365,9 @@ impl Embedder {
         Ok(pooled)
     }
 }
+
+/// Pieces of the XLM-R SentencePiece vocabulary, which the E5-family models share.
+const XLMR_VOCAB_SIZE: usize = 250_002;
 
 fn with_prompt(prompt: Option<&str>, text: &str) -> String {
     match prompt {

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use koembed_embed::pool::l2_normalize;
 use koembed_embed::{EmbedOptions, Embedder, Prompt, TokenizedText};
 
 use crate::cli::Context;
@@ -241,16 +240,13 @@ fn check_workload(embedder: &Embedder, w: &Workload, model: &str) -> anyhow::Res
     Ok(())
 }
 
-/// Encoder + pooling + normalize on fixed token ids; returns the token count.
+/// The whole pipeline after tokenization (encoder, pooling, Dense, Normalize) on fixed token
+/// ids; returns the token count.
 fn run_token_ids(embedder: &Embedder, sequences: &[TokenizedText]) -> anyhow::Result<usize> {
-    let mut pooled = embedder
-        .pool_batch(sequences, 0)
+    let vectors = embedder
+        .embed_tokenized(sequences, 0, &EmbedOptions::default())
         .context("running the encoder")?;
-    let dim = pooled.cols();
-    for row in pooled.as_mut_slice().chunks_exact_mut(dim) {
-        l2_normalize(row);
-    }
-    std::hint::black_box(&pooled);
+    std::hint::black_box(&vectors);
     Ok(sequences.iter().map(|s| s.ids.len()).sum())
 }
 
