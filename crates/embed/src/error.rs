@@ -21,8 +21,16 @@ pub enum EmbedError {
     EncoderConfig(#[from] koembed_xlmr::ConfigError),
     #[error(transparent)]
     Weights(#[from] koembed_xlmr::WeightError),
-    #[error("unknown prompt name \"{name}\"; this model knows: {known}")]
+    #[error("unknown prompt name \"{name}\"; {}", known_prompts(known))]
     UnknownPrompt { name: String, known: String },
     #[error("invalid option: {0}")]
     Option(String),
+}
+
+fn known_prompts(known: &str) -> String {
+    if known.is_empty() {
+        "this model has no named prompts; give the text to prepend as a literal prefix (--prefix)".to_string()
+    } else {
+        format!("this model knows: {known}")
+    }
 }

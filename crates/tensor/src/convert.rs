@@ -42,7 +42,7 @@ pub fn bf16_le_bytes_to_f32_vec(bytes: &[u8]) -> Result<Vec<f32>> {
 }
 
 fn check_even(op: &'static str, bytes: &[u8]) -> Result<()> {
-    if bytes.len() % 2 == 0 {
+    if bytes.len().is_multiple_of(2) {
         Ok(())
     } else {
         Err(TensorError::InvalidArgument {

@@ -5,10 +5,10 @@
 //!
 //! | step | function | shapes |
 //! |---|---|---|
-//! | Q, K, V, output and FFN projections | [`matmul_bias_nt`] | `out[M,N] = x[M,K] · w[N,K]ᵀ + b[N]` |
+//! | Q, K, V, output and FFN projections | [`matmul_packed_bias`] with a [`PackedMatrix`] built at load (or [`matmul_bias_nt`]) | `out[M,N] = epilogue(x[M,K] · w[N,K]ᵀ + b[N])` |
 //! | attention over one sequence | [`attention_single_sequence`] (or `_qkv`) | `out[T,H]` from q, k, v `[T,H]` |
 //! | residual + post-LN | [`add_layernorm_inplace`] | `x[M,N] = LN(x + residual)` |
-//! | FFN activation | [`gelu_erf_inplace`] | exact erf GELU, elementwise |
+//! | FFN activation | fused: [`Epilogue::Gelu`]; alone: [`gelu_erf_f32_inplace`] (or [`gelu_erf_inplace`], f64) | erf GELU, elementwise |
 //!
 //! plus [`matmul_nt`] / [`matmul_nn`] (no bias), [`softmax_rows_inplace`], [`layernorm_inplace`],
 //! [`add_inplace`], the triple-loop twins in [`naive`], half-precision conversion in [`convert`]
@@ -23,7 +23,13 @@
 //! - Results do not depend on the thread count or on which other rows share a call.
 //!
 //! Numerics (accumulation precision, erf error bound, special values) are documented on each op.
-//! The only `unsafe` code is the call into `matrixmultiply::sgemm` in [`gemm`].
+//!
+//! SIMD kernels (GEMM micro-kernels, vector GELU) are chosen at run time
+//! (`is_x86_feature_detected!`): AVX-512F, AVX2 + FMA, or portable code. A kernel type can only be
+//! constructed on a CPU that supports it; [`GemmKernel`] and [`GeluKernel`] pin one for tests and
+//! benchmarks. `unsafe` code lives in the micro-kernels (`gemm::kernels`), the packed GEMM
+//! driver ([`gemm::packed`]), the vector GELU ([`ops::gelu_f32`]) and the call into
+//! `matrixmultiply::sgemm` in [`gemm`], each block with its SAFETY argument.
 
 pub mod convert;
 pub mod error;
@@ -41,7 +47,28 @@ pub use gemm::{matmul_bias_nt, matmul_nn, matmul_nt};
 pub use half::{bf16, f16};
 pub use ops::attention::{attention_single_sequence, attention_single_sequence_qkv};
 pub use ops::gelu::{erf, gelu_erf, gelu_erf_inplace};
-pub use ops::gelu_f32::{gelu_erf_f32, gelu_erf_f32_inplace, gelu_erf_f32_inplace_with, GeluKernel};
+pub use ops::gelu_f32::{
+    gelu_erf_f32, gelu_erf_f32_inplace, gelu_erf_f32_inplace_with, GeluKernel,
+};
 pub use ops::layernorm::{add_inplace, add_layernorm_inplace, layernorm_inplace};
 pub use ops::softmax::softmax_rows_inplace;
 pub use tensor::{Tensor, TensorView, TensorViewMut, MAX_RANK};
+
+/// Whether the AVX-512 kernels may run: the CPU has AVX-512F and FMA, and `KOEMBED_AVX512=1`.
+///
+/// They are opt-in because they have not yet executed on real hardware: the development and CI
+/// machines so far had AVX2 only (AMD EPYC under KVM). Their tests run for every kernel
+/// `supported()` lists, so setting the variable on an AVX-512 machine tests them; make them the
+/// default once that has passed.
+pub fn avx512_opted_in() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var_os("KOEMBED_AVX512").is_some_and(|v| v == "1")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{bits, with_threads};
-use koembed_tensor::{gelu_erf, gelu_erf_f32, gelu_erf_f32_inplace, gelu_erf_f32_inplace_with, GeluKernel};
+use koembed_tensor::{
+    gelu_erf, gelu_erf_f32, gelu_erf_f32_inplace, gelu_erf_f32_inplace_with, GeluKernel,
+};
 use rayon::prelude::*;
 
 fn gelu_ref(x: f32) -> f64 {
@@ -56,7 +58,11 @@ fn error_bound_on_the_dense_grid() {
             let ulps = (got.to_bits() as i64 - exact.to_bits() as i64).unsigned_abs();
             // Outputs below 1e-3 in magnitude (x < -3.4) have larger relative error (up to
             // ~1e-5 at x = -10, from rounding z² in f32) but absolute errors below 1e-11.
-            let ulps = if got == exact || x.abs() > 10.0 || exact.abs() < 1e-3 { 0 } else { ulps };
+            let ulps = if got == exact || x.abs() > 10.0 || exact.abs() < 1e-3 {
+                0
+            } else {
+                ulps
+            };
             (abs, x, ulps, x)
         })
         .reduce(
@@ -93,7 +99,11 @@ fn special_values() {
     // Beyond [-10, 10] the error stays tiny in absolute terms.
     for i in 0..=100_000 {
         let x = -1e4 + 2e4 * i as f32 / 1e5;
-        assert!((g(x) as f64 - gelu_ref(x)).abs() <= 1e-3 * f32::EPSILON as f64 * x.abs() as f64 + 2.4e-7, "{x}");
+        assert!(
+            (g(x) as f64 - gelu_ref(x)).abs()
+                <= 1e-3 * f32::EPSILON as f64 * x.abs() as f64 + 2.4e-7,
+            "{x}"
+        );
     }
 }
 
@@ -124,11 +134,74 @@ fn every_kernel_matches_the_scalar_twin() {
 
 #[test]
 fn threads_do_not_change_the_bits() {
-    let xs: Vec<f32> = (0..200_003).map(|i| (i as f32 * 0.37).sin() * 8.0).collect();
+    let xs: Vec<f32> = (0..200_003)
+        .map(|i| (i as f32 * 0.37).sin() * 8.0)
+        .collect();
     let run = || {
         let mut v = xs.clone();
         gelu_erf_f32_inplace(&mut v);
         bits(&v)
     };
     assert_eq!(with_threads(1, run), with_threads(2, run));
+}
+
+/// Re-derives the coefficients of `g(t) ≈ ln(erfc(z)/t) + z²`, t = 2/(2+z), z ∈ [0, 9], used by
+/// `gelu_erf_f32`: Chebyshev interpolation of degree 9 on t ∈ [2/11, 1] in f64 (against
+/// `libm::erfc`), converted to monomials in t and rounded to f32.
+/// `cargo test --release -p koembed-tensor --test gelu_f32 -- --ignored --nocapture`
+#[test]
+#[ignore = "prints the polynomial fitted for gelu_erf_f32 (a developer's step)"]
+fn refit_gelu_coefficients() {
+    use std::f64::consts::PI;
+    let g_of_t = |t: f64| {
+        let z = 2.0 / t - 2.0;
+        (libm::erfc(z) / t).ln() + z * z
+    };
+    let (a, b, n) = (2.0 / 11.0, 1.0, 10usize);
+    let node = |i: usize| (PI * (i as f64 + 0.5) / n as f64).cos();
+    let fv: Vec<f64> = (0..n)
+        .map(|i| g_of_t(a + (b - a) * (node(i) + 1.0) / 2.0))
+        .collect();
+    // Chebyshev coefficients.
+    let mut c: Vec<f64> = (0..n)
+        .map(|j| {
+            (0..n)
+                .map(|i| fv[i] * (j as f64 * PI * (i as f64 + 0.5) / n as f64).cos())
+                .sum::<f64>()
+                * 2.0
+                / n as f64
+        })
+        .collect();
+    c[0] /= 2.0;
+    // T_j(u) as monomials in u.
+    let mut tp: Vec<Vec<f64>> = vec![vec![1.0], vec![0.0, 1.0]];
+    for j in 2..n {
+        let mut p = vec![0.0; j + 1];
+        for (k, &v) in tp[j - 1].iter().enumerate() {
+            p[k + 1] += 2.0 * v;
+        }
+        for (k, &v) in tp[j - 2].iter().enumerate() {
+            p[k] -= v;
+        }
+        tp.push(p);
+    }
+    let mut pu = vec![0.0; n];
+    for (j, poly) in tp.iter().enumerate() {
+        for (k, &v) in poly.iter().enumerate() {
+            pu[k] += c[j] * v;
+        }
+    }
+    // u = alpha·t + beta.
+    let (alpha, beta) = (2.0 / (b - a), -(a + b) / (b - a));
+    let mut pt = vec![0.0; n];
+    for (k, &coef) in pu.iter().enumerate() {
+        let mut binom = 1.0;
+        for (m, slot) in pt.iter_mut().enumerate().take(k + 1) {
+            *slot += coef * binom * alpha.powi(m as i32) * beta.powi((k - m) as i32);
+            binom = binom * (k - m) as f64 / (m + 1) as f64;
+        }
+    }
+    for v in &pt {
+        println!("    {:e},", *v as f32);
+    }
 }

@@ -34,13 +34,7 @@ fn shapes() -> Vec<(usize, usize, usize)> {
     v
 }
 
-fn packed_call(
-    kernel: GemmKernel,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    epi: Epilogue,
-) -> Tensor {
+fn packed_call(kernel: GemmKernel, x: &Tensor, w: &Tensor, b: &Tensor, epi: Epilogue) -> Tensor {
     let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
     let mut out = Tensor::full(&[x.rows(), w.rows()], f32::NAN);
     matmul_packed_bias(out.view_mut(), x.view(), &p, b.view(), epi).unwrap();
@@ -205,7 +199,13 @@ fn empty_dimensions_and_shape_errors() {
         let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
         assert_eq!(got.as_slice(), &[1.5, -2.0, 1.5, -2.0, 1.5, -2.0]);
         // M = 0 and N = 0.
-        let got = packed_call(kernel, &Tensor::zeros(&[0, 4]), &Tensor::zeros(&[2, 4]), &b, Epilogue::Gelu);
+        let got = packed_call(
+            kernel,
+            &Tensor::zeros(&[0, 4]),
+            &Tensor::zeros(&[2, 4]),
+            &b,
+            Epilogue::Gelu,
+        );
         assert!(got.is_empty());
         let got = packed_call(
             kernel,

@@ -2,31 +2,37 @@
 //! `h = LN(x + Attn(x))`, then `LN(h + FFN(h))`, FFN = dense -> exact GELU -> dense.
 
 use koembed_tensor as ops;
-use koembed_tensor::{Tensor, TensorView};
+use koembed_tensor::{matmul_packed_bias, Epilogue, PackedMatrix, Tensor, TensorView};
 
 use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
 use crate::encoder::WeightScope;
 use crate::weights::{F32Weight, WeightError, WeightStore};
 
-/// An `nn.Linear`: weight [out, in] (PyTorch layout), bias [out].
+/// An `nn.Linear`: the weight [out, in] (PyTorch layout) packed once at load into the GEMM
+/// kernel's panel layout, and the bias [out].
 pub(crate) struct Linear {
-    pub weight: F32Weight,
-    pub bias: F32Weight,
+    pub weight: PackedMatrix,
+    pub bias: Tensor,
     pub out_features: usize,
-    pub in_features: usize,
 }
 
 impl Linear {
-    /// out[M, out_features] = x[M, in_features] · Wᵀ + b
-    pub fn forward(&self, x: &Tensor, store: &WeightStore) -> Tensor {
-        let rows = x.rows();
-        let mut out = Tensor::zeros(&[rows, self.out_features]);
-        let w = TensorView::new(store.f32_data(&self.weight), &[self.out_features, self.in_features])
+    pub fn new(store: &WeightStore, weight: &F32Weight, bias: &F32Weight, out_features: usize, in_features: usize) -> Self {
+        let w = TensorView::new(store.f32_data(weight), &[out_features, in_features])
             .expect("weight shape checked at load");
-        let b = TensorView::new(store.f32_data(&self.bias), &[self.out_features])
-            .expect("bias shape checked at load");
-        ops::matmul_bias_nt(out.view_mut(), x.view(), w, b).expect("shapes checked at load");
+        Linear {
+            weight: PackedMatrix::pack_b(w).expect("a checked [out, in] weight packs"),
+            bias: Tensor::from_vec(store.f32_data(bias).to_vec(), &[out_features]).expect("bias shape checked at load"),
+            out_features,
+        }
+    }
+
+    /// out[M, out_features] = epilogue(x[M, in_features] · Wᵀ + b)
+    pub fn forward(&self, x: &Tensor, epilogue: Epilogue) -> Tensor {
+        let mut out = Tensor::zeros(&[x.rows(), self.out_features]);
+        matmul_packed_bias(out.view_mut(), x.view(), &self.weight, self.bias.view(), epilogue)
+            .expect("shapes checked at load");
         out
     }
 }
@@ -85,9 +91,9 @@ impl EncoderLayer {
     /// x[num_tokens, hidden] -> the layer's output, in place.
     pub(crate) fn forward(&self, x: &mut Tensor, batch: &PackedBatch, store: &WeightStore, config: &EncoderConfig) {
         let h = config.hidden_size;
-        let q = self.query.forward(x, store);
-        let k = self.key.forward(x, store);
-        let v = self.value.forward(x, store);
+        let q = self.query.forward(x, Epilogue::None);
+        let k = self.key.forward(x, Epilogue::None);
+        let v = self.value.forward(x, Epilogue::None);
         // Attention never crosses sequences: each one attends over its own rows only.
         let mut context = Tensor::zeros(&[batch.num_tokens(), h]);
         for s in 0..batch.num_sequences() {
@@ -101,13 +107,13 @@ impl EncoderLayer {
             )
             .expect("shapes follow the config");
         }
-        let mut attended = self.attention_output.forward(&context, store);
+        let mut attended = self.attention_output.forward(&context, Epilogue::None);
         self.attention_norm
             .apply_with_residual(&mut attended, x, store, config.layer_norm_eps);
 
-        let mut inner = self.intermediate.forward(&attended, store);
-        ops::gelu_erf_inplace(inner.as_mut_slice());
-        let mut out = self.output.forward(&inner, store);
+        // Bias and the erf GELU are applied as the GEMM stores its tiles.
+        let inner = self.intermediate.forward(&attended, Epilogue::Gelu);
+        let mut out = self.output.forward(&inner, Epilogue::None);
         self.output_norm
             .apply_with_residual(&mut out, &attended, store, config.layer_norm_eps);
         *x = out;

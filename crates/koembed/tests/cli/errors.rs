@@ -90,7 +90,8 @@ fn a_wrong_dim_names_the_allowed_range() {
 
 #[test]
 fn an_unknown_prompt_lists_the_known_ones() {
-    let tiny = path_arg(&tiny_xlmr());
+    // tiny-bert has query/passage in its config_sentence_transformers.json.
+    let tiny = path_arg(&common::workspace_root().join("testdata/tiny/tiny-bert"));
     koembed(&embed_args(&tiny, &["--prompt", "qeury"]), b"x\n")
         .fails_with("unknown prompt name \"qeury\"; this model knows: passage, query");
     koembed(&["tokenize", "-m", &tiny, "--prompt", "qeury", "x"], b"")
@@ -110,6 +111,10 @@ fn an_unknown_prompt_lists_the_known_ones() {
         b"",
     )
     .fails_with("unknown prompt name \"q\"");
+    // A model without prompts says so and points at --prefix.
+    let xlmr = path_arg(&tiny_xlmr());
+    koembed(&embed_args(&xlmr, &["--prompt", "query"]), b"x\n")
+        .fails_with("this model has no named prompts; give the text to prepend as a literal prefix (--prefix)");
 }
 
 #[test]

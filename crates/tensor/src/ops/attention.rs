@@ -63,7 +63,7 @@ pub fn attention_single_sequence_qkv(
 }
 
 fn check_heads(op: &'static str, h: usize, n_heads: usize) -> Result<()> {
-    if n_heads == 0 || h % n_heads != 0 {
+    if n_heads == 0 || !h.is_multiple_of(n_heads) {
         return Err(TensorError::InvalidArgument {
             op,
             message: format!("n_heads = {n_heads} does not divide the hidden size H = {h}"),

@@ -9,7 +9,8 @@
 //! With z = |x|/√2 (clamped to 9) and t = 2/(2 + z):
 //! `erfc(z) = t · exp(g(t) - z²)`, where g is a degree-9 polynomial fitted (Chebyshev
 //! interpolation in f64 against `libm::erfc`, coefficients rounded to f32) to
-//! `ln(erfc(z)/t) + z²` on z ∈ [0, 9] (max fit error 4.4e-8). Then with h = 0.5·x·erfc(z):
+//! `ln(erfc(z)/t) + z²` on z ∈ [0, 9] (max fit error 4.4e-8; `tests/gelu_f32.rs`
+//! `refit_gelu_coefficients` re-derives them). Then with h = 0.5·x·erfc(z):
 //! `gelu(x) = x - h` for x > 0 and `h` otherwise, which avoids every cancellation (for x > 0 the
 //! correction h is small against x; for x ≤ 0 the result is h itself). exp is a range reduction
 //! by ln 2 (Cody-Waite split) and a degree-7 Taylor polynomial (truncation error < 5.3e-9).
@@ -173,7 +174,9 @@ fn gelu_slice(kernel: GeluKernel, x: &mut [f32]) {
         GeluKernel::Avx512 => Avx512Gelu::new()
             .unwrap_or_else(|| unsupported(kernel))
             .run(x),
-        GeluKernel::Avx2 => Avx2Gelu::new().unwrap_or_else(|| unsupported(kernel)).run(x),
+        GeluKernel::Avx2 => Avx2Gelu::new()
+            .unwrap_or_else(|| unsupported(kernel))
+            .run(x),
         GeluKernel::Scalar => x.iter_mut().for_each(|v| *v = gelu_erf_f32(*v)),
     }
 }
@@ -208,11 +211,7 @@ pub(crate) struct Avx512Gelu(());
 
 impl Avx512Gelu {
     pub(crate) fn new() -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Some(Avx512Gelu(()));
-        }
-        None
+        crate::avx512_opted_in().then_some(Avx512Gelu(()))
     }
 
     pub(crate) fn run(self, x: &mut [f32]) {
@@ -232,95 +231,171 @@ pub(crate) mod x86 {
 
     use super::{EXP_P, G, LN2_HI, LN2_LO, LOG2_E, X_HI, X_LO, Z_MAX};
     use std::arch::x86_64::*;
+    use std::f32::consts::FRAC_1_SQRT_2;
 
-    /// GELU of 8 lanes.
+    /// GELU of N independent vectors of 8 lanes, every step applied to all N before the next so
+    /// that the N dependency chains (about 40 operations each) overlap in the pipeline.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) fn gelu_avx2(x: __m256) -> __m256 {
-        let ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x);
-        let zm = _mm256_mul_ps(ax, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        let z = _mm256_min_ps(zm, _mm256_set1_ps(Z_MAX));
-        let two = _mm256_set1_ps(2.0);
-        let t = _mm256_div_ps(two, _mm256_add_ps(two, z));
-        let mut g = _mm256_set1_ps(G[9]);
+    #[allow(clippy::needless_range_loop)]
+    pub(crate) fn gelu_avx2<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+        let z0 = _mm256_setzero_ps();
+        let (mut z, mut t, mut g) = ([z0; N], [z0; N], [z0; N]);
+        let (mut n, mut r, mut p) = ([z0; N], [z0; N], [z0; N]);
+        for i in 0..N {
+            let ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x[i]);
+            z[i] = _mm256_min_ps(
+                _mm256_mul_ps(ax, _mm256_set1_ps(FRAC_1_SQRT_2)),
+                _mm256_set1_ps(Z_MAX),
+            );
+        }
+        for i in 0..N {
+            t[i] = _mm256_div_ps(
+                _mm256_set1_ps(2.0),
+                _mm256_add_ps(_mm256_set1_ps(2.0), z[i]),
+            );
+            g[i] = _mm256_set1_ps(G[9]);
+        }
         for &c in G[..9].iter().rev() {
-            g = _mm256_fmadd_ps(g, t, _mm256_set1_ps(c));
+            for i in 0..N {
+                g[i] = _mm256_fmadd_ps(g[i], t[i], _mm256_set1_ps(c));
+            }
         }
-        let arg = _mm256_fnmadd_ps(z, z, g);
-        // exp(arg)
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(arg, _mm256_set1_ps(LOG2_E)),
-        );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), arg);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-        let mut p = _mm256_set1_ps(EXP_P[0]);
+        for i in 0..N {
+            // arg = g - z² (fused), then exp(arg) = 2^n · exp(r).
+            g[i] = _mm256_fnmadd_ps(z[i], z[i], g[i]);
+            n[i] = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(g[i], _mm256_set1_ps(LOG2_E)),
+            );
+            r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(LN2_HI), g[i]);
+            r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(LN2_LO), r[i]);
+            p[i] = _mm256_set1_ps(EXP_P[0]);
+        }
         for &c in &EXP_P[1..] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+            for i in 0..N {
+                p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(c));
+            }
         }
-        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        ));
-        let e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-        let erfc = _mm256_mul_ps(t, e);
-        let h = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), erfc);
-        let zero = _mm256_setzero_ps();
-        let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero);
-        let r = _mm256_blendv_ps(h, _mm256_sub_ps(x, h), pos);
-        let hi = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(X_HI));
-        let r = _mm256_blendv_ps(r, x, hi);
-        let lo = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(X_LO));
-        _mm256_blendv_ps(r, _mm256_set1_ps(-0.0), lo)
+        let mut out = [z0; N];
+        for i in 0..N {
+            let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n[i]),
+                _mm256_set1_epi32(127),
+            ));
+            let e = _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits));
+            let erfc = _mm256_mul_ps(t[i], e);
+            let x = x[i];
+            let h = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), erfc);
+            let res = _mm256_blendv_ps(h, _mm256_sub_ps(x, h), _mm256_cmp_ps::<_CMP_GT_OQ>(x, z0));
+            let res =
+                _mm256_blendv_ps(res, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(X_HI)));
+            out[i] = _mm256_blendv_ps(
+                res,
+                _mm256_set1_ps(-0.0),
+                _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(X_LO)),
+            );
+        }
+        out
     }
 
-    /// GELU of 16 lanes.
+    /// GELU of N independent vectors of 16 lanes, every step applied to all N before the next so
+    /// that the N dependency chains (about 40 operations each) overlap in the pipeline.
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
-    pub(crate) fn gelu_avx512(x: __m512) -> __m512 {
-        let ax = _mm512_abs_ps(x);
-        let zm = _mm512_mul_ps(ax, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        let z = _mm512_min_ps(zm, _mm512_set1_ps(Z_MAX));
-        let two = _mm512_set1_ps(2.0);
-        let t = _mm512_div_ps(two, _mm512_add_ps(two, z));
-        let mut g = _mm512_set1_ps(G[9]);
+    #[allow(clippy::needless_range_loop)]
+    pub(crate) fn gelu_avx512<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let z0 = _mm512_setzero_ps();
+        let (mut z, mut t, mut g) = ([z0; N], [z0; N], [z0; N]);
+        let (mut n, mut r, mut p) = ([z0; N], [z0; N], [z0; N]);
+        for i in 0..N {
+            let ax = _mm512_abs_ps(x[i]);
+            z[i] = _mm512_min_ps(
+                _mm512_mul_ps(ax, _mm512_set1_ps(FRAC_1_SQRT_2)),
+                _mm512_set1_ps(Z_MAX),
+            );
+        }
+        for i in 0..N {
+            t[i] = _mm512_div_ps(
+                _mm512_set1_ps(2.0),
+                _mm512_add_ps(_mm512_set1_ps(2.0), z[i]),
+            );
+            g[i] = _mm512_set1_ps(G[9]);
+        }
         for &c in G[..9].iter().rev() {
-            g = _mm512_fmadd_ps(g, t, _mm512_set1_ps(c));
+            for i in 0..N {
+                g[i] = _mm512_fmadd_ps(g[i], t[i], _mm512_set1_ps(c));
+            }
         }
-        let arg = _mm512_fnmadd_ps(z, z, g);
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(arg, _mm512_set1_ps(LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), arg);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-        let mut p = _mm512_set1_ps(EXP_P[0]);
+        for i in 0..N {
+            // arg = g - z² (fused), then exp(arg) = 2^n · exp(r).
+            g[i] = _mm512_fnmadd_ps(z[i], z[i], g[i]);
+            n[i] = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(g[i], _mm512_set1_ps(LOG2_E)),
+            );
+            r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(LN2_HI), g[i]);
+            r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(LN2_LO), r[i]);
+            p[i] = _mm512_set1_ps(EXP_P[0]);
+        }
         for &c in &EXP_P[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+            for i in 0..N {
+                p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(c));
+            }
         }
-        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-            _mm512_cvtps_epi32(n),
-            _mm512_set1_epi32(127),
-        ));
-        let e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
-        let erfc = _mm512_mul_ps(t, e);
-        let h = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), erfc);
-        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_setzero_ps());
-        let r = _mm512_mask_blend_ps(pos, h, _mm512_sub_ps(x, h));
-        let hi = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(X_HI));
-        let r = _mm512_mask_blend_ps(hi, r, x);
-        let lo = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(X_LO));
-        _mm512_mask_blend_ps(lo, r, _mm512_set1_ps(-0.0))
+        let mut out = [z0; N];
+        for i in 0..N {
+            let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+                _mm512_cvtps_epi32(n[i]),
+                _mm512_set1_epi32(127),
+            ));
+            let e = _mm512_mul_ps(p[i], _mm512_castsi512_ps(bits));
+            let erfc = _mm512_mul_ps(t[i], e);
+            let x = x[i];
+            let h = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), erfc);
+            let res = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, z0),
+                h,
+                _mm512_sub_ps(x, h),
+            );
+            let res = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(X_HI)),
+                res,
+                x,
+            );
+            out[i] = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(X_LO)),
+                res,
+                _mm512_set1_ps(-0.0),
+            );
+        }
+        out
     }
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn gelu_slice_avx2(x: &mut [f32]) {
-        let mut chunks = x.chunks_exact_mut(8);
+        let mut quads = x.chunks_exact_mut(4 * 8);
+        for c in &mut quads {
+            // SAFETY: `c` holds exactly 4·8 f32; unaligned loads and stores inside it.
+            unsafe {
+                let p = c.as_mut_ptr();
+                let v = [
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(p.add(2 * 8)),
+                    _mm256_loadu_ps(p.add(3 * 8)),
+                ];
+                for (i, r) in gelu_avx2(v).into_iter().enumerate() {
+                    _mm256_storeu_ps(p.add(i * 8), r);
+                }
+            }
+        }
+        let mut chunks = quads.into_remainder().chunks_exact_mut(8);
         for c in &mut chunks {
             // SAFETY: `c` holds exactly 8 f32; unaligned load and store.
             unsafe {
-                let v = _mm256_loadu_ps(c.as_ptr());
-                _mm256_storeu_ps(c.as_mut_ptr(), gelu_avx2(v));
+                let [r] = gelu_avx2([_mm256_loadu_ps(c.as_ptr())]);
+                _mm256_storeu_ps(c.as_mut_ptr(), r);
             }
         }
         let rest = chunks.into_remainder();
@@ -329,8 +404,8 @@ pub(crate) mod x86 {
             buf[..rest.len()].copy_from_slice(rest);
             // SAFETY: `buf` holds 8 f32.
             unsafe {
-                let v = _mm256_loadu_ps(buf.as_ptr());
-                _mm256_storeu_ps(buf.as_mut_ptr(), gelu_avx2(v));
+                let [r] = gelu_avx2([_mm256_loadu_ps(buf.as_ptr())]);
+                _mm256_storeu_ps(buf.as_mut_ptr(), r);
             }
             rest.copy_from_slice(&buf[..rest.len()]);
         }
@@ -340,12 +415,28 @@ pub(crate) mod x86 {
     /// The CPU must support AVX-512F and FMA.
     #[target_feature(enable = "avx512f,fma")]
     pub(crate) unsafe fn gelu_slice_avx512(x: &mut [f32]) {
-        let mut chunks = x.chunks_exact_mut(16);
+        let mut quads = x.chunks_exact_mut(4 * 16);
+        for c in &mut quads {
+            // SAFETY: `c` holds exactly 4·16 f32; unaligned loads and stores inside it.
+            unsafe {
+                let p = c.as_mut_ptr();
+                let v = [
+                    _mm512_loadu_ps(p),
+                    _mm512_loadu_ps(p.add(16)),
+                    _mm512_loadu_ps(p.add(2 * 16)),
+                    _mm512_loadu_ps(p.add(3 * 16)),
+                ];
+                for (i, r) in gelu_avx512(v).into_iter().enumerate() {
+                    _mm512_storeu_ps(p.add(i * 16), r);
+                }
+            }
+        }
+        let mut chunks = quads.into_remainder().chunks_exact_mut(16);
         for c in &mut chunks {
             // SAFETY: `c` holds exactly 16 f32; unaligned load and store.
             unsafe {
-                let v = _mm512_loadu_ps(c.as_ptr());
-                _mm512_storeu_ps(c.as_mut_ptr(), gelu_avx512(v));
+                let [r] = gelu_avx512([_mm512_loadu_ps(c.as_ptr())]);
+                _mm512_storeu_ps(c.as_mut_ptr(), r);
             }
         }
         let rest = chunks.into_remainder();
@@ -354,8 +445,8 @@ pub(crate) mod x86 {
             buf[..rest.len()].copy_from_slice(rest);
             // SAFETY: `buf` holds 16 f32.
             unsafe {
-                let v = _mm512_loadu_ps(buf.as_ptr());
-                _mm512_storeu_ps(buf.as_mut_ptr(), gelu_avx512(v));
+                let [r] = gelu_avx512([_mm512_loadu_ps(buf.as_ptr())]);
+                _mm512_storeu_ps(buf.as_mut_ptr(), r);
             }
             rest.copy_from_slice(&buf[..rest.len()]);
         }

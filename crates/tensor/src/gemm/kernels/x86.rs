@@ -86,9 +86,13 @@ unsafe fn tile_avx2(
             for row in &mut acc {
                 row[0] = _mm256_add_ps(row[0], bias0);
                 row[1] = _mm256_add_ps(row[1], bias1);
-                if gelu {
-                    row[0] = gelu_avx2(row[0]);
-                    row[1] = gelu_avx2(row[1]);
+            }
+            if gelu {
+                // Two rows (4 vectors) at a time: independent chains overlap.
+                for rows in acc.chunks_exact_mut(2) {
+                    let [a, b, c, d] = gelu_avx2([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
+                    rows[0] = [a, b];
+                    rows[1] = [c, d];
                 }
             }
         }
@@ -99,14 +103,14 @@ unsafe fn tile_avx2(
     }
 }
 
-/// Proof that the CPU has AVX-512F (and FMA).
+/// Proof that the CPU has AVX-512F (and FMA), and that the AVX-512 kernels were opted into
+/// (see [`crate::avx512_opted_in`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Kernel(());
 
 impl Avx512Kernel {
     pub(crate) fn new() -> Option<Self> {
-        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"))
-            .then_some(Avx512Kernel(()))
+        crate::avx512_opted_in().then_some(Avx512Kernel(()))
     }
 }
 
@@ -174,9 +178,14 @@ unsafe fn tile_avx512(
             for row in &mut acc {
                 row[0] = _mm512_add_ps(row[0], bias0);
                 row[1] = _mm512_add_ps(row[1], bias1);
-                if gelu {
-                    row[0] = gelu_avx512(row[0]);
-                    row[1] = gelu_avx512(row[1]);
+            }
+            if gelu {
+                // Two rows (4 vectors) at a time: independent chains overlap.
+                for rows in acc.chunks_exact_mut(2) {
+                    let [a, b, c, d] =
+                        gelu_avx512([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
+                    rows[0] = [a, b];
+                    rows[1] = [c, d];
                 }
             }
         }
