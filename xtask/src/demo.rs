@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the README's main job. Builds the test models if missing, then runs the
-//! `koembed` command on them: a summary of each model, and retrieval on the Korean Debian FAQ.
+//! `koembed` command on them: a model summary, Korean questions answered from the Debian FAQ
+//! with `koembed search`, and the retrieval figures of the whole FAQ set with `koembed eval`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,7 +30,10 @@ fn koembed_binary() -> anyhow::Result<PathBuf> {
 
 fn run_koembed(binary: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
     println!("\n$ koembed {}", args.join(" "));
-    let status = Command::new(binary).args(args).status().context("running koembed")?;
+    let status = Command::new(binary)
+        .args(args)
+        .status()
+        .context("running koembed")?;
     if !status.success() {
         bail!("koembed {} failed ({status})", args.join(" "));
     }
@@ -40,15 +44,34 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     crate::models::run(crate::models::Args::default()).context("building the test models")?;
     let koembed = koembed_binary()?;
     let models = paths::models_dir();
-    for name in ["e5-small", "frony-tiny-like", "koe5-shape"] {
-        let dir = models.join(name);
-        run_koembed(&koembed, &["inspect", "--model", &dir.to_string_lossy()])?;
-    }
-    let faq = paths::testdata_dir().join("debian-faq-ko");
     let e5 = models.join("e5-small");
+    run_koembed(&koembed, &["inspect", "--model", &e5.to_string_lossy()])?;
+    let faq = paths::testdata_dir().join("debian-faq-ko");
+    let corpus = faq.join("corpus.jsonl");
     run_koembed(
         &koembed,
-        &["eval", "--model", &e5.to_string_lossy(), "--data", &faq.to_string_lossy()],
+        &[
+            "search",
+            "--model",
+            &e5.to_string_lossy(),
+            "--corpus",
+            &corpus.to_string_lossy(),
+            "--top-k",
+            "2",
+            "데비안에서 버그를 어떻게 보고하나요?",
+            "데비안 설치 이미지를 어디서 어떻게 얻나요?",
+            "어떻게 데비안 개발자가 될 수 있나요?",
+        ],
+    )?;
+    run_koembed(
+        &koembed,
+        &[
+            "eval",
+            "--model",
+            &e5.to_string_lossy(),
+            "--data",
+            &faq.to_string_lossy(),
+        ],
     )?;
     println!("(the pinned sentence-transformers reference gives nDCG@10 0.5957, MRR@10 0.5425, Recall@1 0.4464, Recall@10 0.7679)");
     Ok(())

@@ -29,7 +29,10 @@ struct Row {
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -62,16 +65,26 @@ fn measure(model: &str) -> anyhow::Result<Row> {
         if t.ids != golden.token_ids(r) {
             ids_differ += 1;
         }
-        tokenized.push(TokenizedText { ids: golden.token_ids(r).to_vec(), truncated: t.truncated });
+        tokenized.push(TokenizedText {
+            ids: golden.token_ids(r).to_vec(),
+            truncated: t.truncated,
+        });
     }
 
     let encoder = embedder.encoder();
-    let mut layers: Vec<(usize, f32)> = golden.meta.hidden_layers.iter().map(|&l| (l, 0.0)).collect();
+    let mut layers: Vec<(usize, f32)> = golden
+        .meta
+        .hidden_layers
+        .iter()
+        .map(|&l| (l, 0.0))
+        .collect();
     for &r in &golden.meta.hidden_rows {
         let batch = PackedBatch::new(encoder.config(), &[golden.token_ids(r)])?;
         let states = encoder.forward_all_layers(&batch);
         for (layer, worst) in layers.iter_mut() {
-            let (expected, _) = golden.hidden(r, *layer).context("hidden state listed in meta")?;
+            let (expected, _) = golden
+                .hidden(r, *layer)
+                .context("hidden state listed in meta")?;
             *worst = worst.max(max_abs_diff(states[*layer].as_slice(), expected));
         }
     }
@@ -79,7 +92,11 @@ fn measure(model: &str) -> anyhow::Result<Row> {
     let include_prompt = embedder.model_dir().pooling.include_prompt;
     let mut pooled = 0.0f32;
     for (r, t) in tokenized.iter().enumerate() {
-        let masked = if include_prompt { 0 } else { golden.row(r).prompt_length };
+        let masked = if include_prompt {
+            0
+        } else {
+            golden.row(r).prompt_length
+        };
         let p = embedder.pool_batch(std::slice::from_ref(t), masked)?;
         pooled = pooled.max(max_abs_diff(p.as_slice(), golden.pooled.row(r)));
     }
@@ -87,7 +104,10 @@ fn measure(model: &str) -> anyhow::Result<Row> {
     let mut embeddings = 0.0f32;
     let mut min_cosine = 1.0f64;
     for r in 0..golden.n_rows() {
-        let options = EmbedOptions { prompt: prompt_of(&golden, r), ..EmbedOptions::default() };
+        let options = EmbedOptions {
+            prompt: prompt_of(&golden, r),
+            ..EmbedOptions::default()
+        };
         let v = embedder.embed(&[golden.text(r)], &options)?;
         let v = v.row(0).to_vec();
         embeddings = embeddings.max(max_abs_diff(&v, golden.embeddings.row(r)));
@@ -116,7 +136,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for model in &models {
         match measure(model) {
             Ok(row) => {
-                let layers: Vec<String> = row.layers.iter().map(|(l, d)| format!("{l}: {d:.1e}")).collect();
+                let layers: Vec<String> = row
+                    .layers
+                    .iter()
+                    .map(|(l, d)| format!("{l}: {d:.1e}"))
+                    .collect();
                 println!(
                     "| {} | {} | {} | {:.1e} | {:.1e} | {:.1e} |",
                     row.model,
@@ -138,7 +162,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if !failed.is_empty() {
-        anyhow::bail!("parity below the tolerance or not measurable for: {}", failed.join(", "));
+        anyhow::bail!(
+            "parity below the tolerance or not measurable for: {}",
+            failed.join(", ")
+        );
     }
     Ok(())
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().expect("xtask lives one level below the root").to_path_buf()
+    manifest
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
 }
 
 /// `models/`, git-ignored; `KOEMBED_MODELS` overrides it.

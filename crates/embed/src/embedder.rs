@@ -138,23 +138,26 @@ impl Embedder {
         let config = encoder.config();
         let model_limit = config.max_tokens();
         let max_seq_length = match dir.max_seq_length {
-            Some(n) if n > model_limit => {
-                return Err(EmbedError::Config {
-                    path: dir.transformer_dir.join("sentence_bert_config.json"),
-                    reason: format!(
-                        "max_seq_length {n} exceeds the {model_limit} tokens the position table allows"
-                    ),
-                })
-            }
+            Some(n) if n > model_limit => return Err(EmbedError::Config {
+                path: dir.transformer_dir.join("sentence_bert_config.json"),
+                reason: format!(
+                    "max_seq_length {n} exceeds the {model_limit} tokens the position table allows"
+                ),
+            }),
             Some(n) => n,
-            None => model_limit.min(tokenizer_model_max_length(&dir.transformer_dir).unwrap_or(usize::MAX)),
+            None => model_limit
+                .min(tokenizer_model_max_length(&dir.transformer_dir).unwrap_or(usize::MAX)),
         };
         let tokenizer = TextTokenizer::load(
             &dir.transformer_dir.join("tokenizer.json"),
             max_seq_length,
             dir.do_lower_case,
         )?;
-        let dense = dir.dense.iter().map(DenseLayer::load).collect::<Result<Vec<_>, _>>()?;
+        let dense = dir
+            .dense
+            .iter()
+            .map(DenseLayer::load)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut expected_in = dir.pooling.output_dim(config.hidden_size);
         for layer in &dense {
             if layer.module.in_features != expected_in {
@@ -171,10 +174,16 @@ impl Embedder {
         let (prompts, prompt_source) = if !dir.prompts.is_empty() {
             (dir.prompts.clone(), "config_sentence_transformers.json")
         } else if tokenizer.has_token("<Q>") && tokenizer.has_token("<P>") {
-            (convention(&[("query", "<Q>"), ("passage", "<P>")]), "the <Q>/<P> convention (frony)")
+            (
+                convention(&[("query", "<Q>"), ("passage", "<P>")]),
+                "the <Q>/<P> convention (frony)",
+            )
         } else if tokenizer.vocab_size() >= XLMR_VOCAB_SIZE {
             // The multilingual E5 family and KoE5 (the XLM-R vocabulary) are trained with these.
-            (convention(&[("query", "query: "), ("passage", "passage: ")]), "the E5 convention")
+            (
+                convention(&[("query", "query: "), ("passage", "passage: ")]),
+                "the E5 convention",
+            )
         } else {
             (BTreeMap::new(), "none: this model has no prompts")
         };
@@ -214,7 +223,10 @@ impl Embedder {
     pub fn dim(&self) -> usize {
         match self.dense.last() {
             Some(layer) => layer.module.out_features,
-            None => self.dir.pooling.output_dim(self.encoder.config().hidden_size),
+            None => self
+                .dir
+                .pooling
+                .output_dim(self.encoder.config().hidden_size),
         }
     }
 
@@ -241,11 +253,16 @@ impl Embedder {
     /// Token ids of `prompt + text`, truncated like the reference.
     pub fn tokenize(&self, text: &str, prompt: &Prompt) -> Result<TokenizedText, EmbedError> {
         let prompt = self.resolve_prompt(prompt)?;
-        self.tokenizer.encode(&with_prompt(prompt.as_deref(), text), 0)
+        self.tokenizer
+            .encode(&with_prompt(prompt.as_deref(), text), 0)
     }
 
     /// Embeds `texts` (in input order). See [`Embedder::embed_with_report`] for counts.
-    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Array2<f32>, EmbedError> {
+    pub fn embed<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<Array2<f32>, EmbedError> {
         Ok(self.embed_with_report(texts, options)?.embeddings)
     }
 
@@ -320,8 +337,8 @@ impl Embedder {
             )));
         }
         let normalize_module = self.dir.normalize && options.normalize != Some(false);
-        let normalize_final = options.normalize == Some(true)
-            || (normalize_module && options.truncate_dim.is_some());
+        let normalize_final =
+            options.normalize == Some(true) || (normalize_module && options.truncate_dim.is_some());
         let pooled = self.pool_batch(tokenized, masked_prefix)?;
         let vectors = self.dense.iter().fold(pooled, |x, layer| layer.forward(&x));
         let mut out = Array2::<f32>::zeros((tokenized.len(), out_dim));
@@ -341,7 +358,11 @@ impl Embedder {
 
     /// Runs the encoder on already tokenized sequences and pools each one:
     /// [sequences, pooled dim], before Dense and Normalize.
-    pub fn pool_batch(&self, tokenized: &[TokenizedText], masked_prefix: usize) -> Result<Tensor, EmbedError> {
+    pub fn pool_batch(
+        &self,
+        tokenized: &[TokenizedText],
+        masked_prefix: usize,
+    ) -> Result<Tensor, EmbedError> {
         let hidden = self.encoder.config().hidden_size;
         let pooled_dim = self.dir.pooling.output_dim(hidden);
         let mut pooled = Tensor::zeros(&[tokenized.len(), pooled_dim]);
@@ -377,7 +398,10 @@ fn with_prompt(prompt: Option<&str>, text: &str) -> String {
 }
 
 fn convention(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// `model_max_length` from tokenizer_config.json, which sentence-transformers uses when the

@@ -29,7 +29,8 @@ pub enum EmbedError {
 
 fn known_prompts(known: &str) -> String {
     if known.is_empty() {
-        "this model has no named prompts; give the text to prepend as a literal prefix (--prefix)".to_string()
+        "this model has no named prompts; give the text to prepend as a literal prefix (--prefix)"
+            .to_string()
     } else {
         format!("this model knows: {known}")
     }

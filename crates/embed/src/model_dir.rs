@@ -130,13 +130,19 @@ impl ModelDir {
             match short {
                 "Transformer" => {
                     if transformer_dir.is_some() || pooling.is_some() {
-                        return Err(config_err(&modules_path, "Transformer must be the first and only encoder module"));
+                        return Err(config_err(
+                            &modules_path,
+                            "Transformer must be the first and only encoder module",
+                        ));
                     }
                     transformer_dir = Some(dir);
                 }
                 "Pooling" => {
                     if transformer_dir.is_none() {
-                        return Err(config_err(&modules_path, "Pooling comes before any Transformer module"));
+                        return Err(config_err(
+                            &modules_path,
+                            "Pooling comes before any Transformer module",
+                        ));
                     }
                     pooling = Some(read_pooling(&dir.join("config.json"))?);
                 }
@@ -258,10 +264,9 @@ impl ModelDir {
                 .as_array()
                 .ok_or_else(|| config_err(path, "`matryoshka_dims` is not an array"))?;
             for d in dims {
-                let d = d
-                    .as_u64()
-                    .filter(|&d| d > 0)
-                    .ok_or_else(|| config_err(path, "`matryoshka_dims` holds a non-positive number"))?;
+                let d = d.as_u64().filter(|&d| d > 0).ok_or_else(|| {
+                    config_err(path, "`matryoshka_dims` holds a non-positive number")
+                })?;
                 self.matryoshka_dims.push(d as usize);
             }
         }
@@ -323,12 +328,12 @@ fn read_dense(dir: &Path) -> Result<DenseModule, EmbedError> {
     let activation = match config.activation_function.as_str() {
         "torch.nn.modules.linear.Identity" => DenseActivation::Identity,
         "torch.nn.modules.activation.Tanh" => DenseActivation::Tanh,
-        other => {
-            return Err(config_err(
-                &path,
-                format!("unsupported `activation_function` \"{other}\" (koembed runs Identity and Tanh)"),
-            ))
-        }
+        other => return Err(config_err(
+            &path,
+            format!(
+                "unsupported `activation_function` \"{other}\" (koembed runs Identity and Tanh)"
+            ),
+        )),
     };
     Ok(DenseModule {
         dir: dir.to_path_buf(),
@@ -344,7 +349,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("koembed-modeldir-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("koembed-modeldir-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -435,19 +441,30 @@ mod tests {
             r#"{"prompts": {"query": "q: "}, "default_prompt_name": "document"}"#,
         );
         let err = ModelDir::read(&dir).unwrap_err().to_string();
-        assert!(err.contains("config_sentence_transformers.json") && err.contains("document"), "{err}");
+        assert!(
+            err.contains("config_sentence_transformers.json") && err.contains("document"),
+            "{err}"
+        );
 
         let dir = sentence_transformers_dir("no-pooling-mode");
-        write(&dir.join("1_Pooling/config.json"), r#"{"pooling_mode_mean_tokens": false}"#);
+        write(
+            &dir.join("1_Pooling/config.json"),
+            r#"{"pooling_mode_mean_tokens": false}"#,
+        );
         let err = ModelDir::read(&dir).unwrap_err().to_string();
-        assert!(err.contains("1_Pooling") && err.contains("pooling mode"), "{err}");
+        assert!(
+            err.contains("1_Pooling") && err.contains("pooling mode"),
+            "{err}"
+        );
 
         let dir = sentence_transformers_dir("broken-json");
         write(&dir.join("modules.json"), "[{");
         let err = ModelDir::read(&dir).unwrap_err().to_string();
         assert!(err.contains("modules.json"), "{err}");
 
-        let err = ModelDir::read(Path::new("/nonexistent/model")).unwrap_err().to_string();
+        let err = ModelDir::read(Path::new("/nonexistent/model"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/model"), "{err}");
     }
 }

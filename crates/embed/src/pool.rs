@@ -69,7 +69,11 @@ pub fn pool_sequence(
     modes: &[PoolingMode],
     masked_prefix: usize,
 ) {
-    assert_eq!(out.len(), modes.len() * hidden, "pool_sequence: output length");
+    assert_eq!(
+        out.len(),
+        modes.len() * hidden,
+        "pool_sequence: output length"
+    );
     assert_eq!(tokens.len() % hidden, 0, "pool_sequence: token rows");
     let n_tokens = tokens.len() / hidden;
     let first_kept = masked_prefix.min(n_tokens);
@@ -83,7 +87,11 @@ pub fn pool_sequence(
             },
             PoolingMode::Max => {
                 // The reference sets masked tokens to -1e9 before the max.
-                let masked_value = if first_kept > 0 { -1e9f32 } else { f32::NEG_INFINITY };
+                let masked_value = if first_kept > 0 {
+                    -1e9f32
+                } else {
+                    f32::NEG_INFINITY
+                };
                 out.fill(masked_value);
                 for token in kept.chunks_exact(hidden) {
                     for (o, &x) in out.iter_mut().zip(token) {
@@ -136,7 +144,11 @@ fn sum_rows(out: &mut [f32], rows: &[f32], hidden: usize) {
 
 /// L2-normalizes a vector the way `torch.nn.functional.normalize` does (norm clamped at 1e-12).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt() as f32;
+    let norm = v
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt() as f32;
     let divisor = norm.max(1e-12);
     v.iter_mut().for_each(|x| *x /= divisor);
 }
@@ -162,7 +174,10 @@ mod tests {
         let s = 3f32.sqrt();
         assert_eq!(pool(&[PoolingMode::MeanSqrtLen], 0), [9.0 / s, -4.0 / s]);
         // weights 1, 2, 3: (1 + 6 + 15) / 6, (-2 + 8 - 18) / 6
-        assert_eq!(pool(&[PoolingMode::WeightedMean], 0), [22.0 / 6.0, -12.0 / 6.0]);
+        assert_eq!(
+            pool(&[PoolingMode::WeightedMean], 0),
+            [22.0 / 6.0, -12.0 / 6.0]
+        );
         assert_eq!(pool(&[PoolingMode::LastToken], 0), [5.0, -6.0]);
     }
 
@@ -181,7 +196,10 @@ mod tests {
         // CLS is the first token whatever the mask says, as in the reference.
         assert_eq!(pool(&[PoolingMode::Cls], 2), [1.0, -2.0]);
         // weights 2, 3 for tokens 1, 2
-        assert_eq!(pool(&[PoolingMode::WeightedMean], 1), [(6.0 + 15.0) / 5.0, (8.0 - 18.0) / 5.0]);
+        assert_eq!(
+            pool(&[PoolingMode::WeightedMean], 1),
+            [(6.0 + 15.0) / 5.0, (8.0 - 18.0) / 5.0]
+        );
         // Everything masked: the reference divides a zero sum by 1e-9.
         assert_eq!(pool(&[PoolingMode::Mean], 5), [0.0, 0.0]);
         assert_eq!(pool(&[PoolingMode::LastToken], 3), [0.0, 0.0]);

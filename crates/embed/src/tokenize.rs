@@ -31,7 +31,11 @@ pub fn python_strip(text: &str) -> &str {
 }
 
 impl TextTokenizer {
-    pub fn load(path: &Path, max_seq_length: usize, do_lower_case: bool) -> Result<Self, EmbedError> {
+    pub fn load(
+        path: &Path,
+        max_seq_length: usize,
+        do_lower_case: bool,
+    ) -> Result<Self, EmbedError> {
         if !path.is_file() {
             return Err(EmbedError::Tokenizer {
                 path: path.to_path_buf(),
@@ -137,7 +141,8 @@ mod tests {
     }
 
     fn xlmr_tokenizer(max_seq_length: usize) -> TextTokenizer {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/xlmr-tokenizer/tokenizer.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/xlmr-tokenizer/tokenizer.json");
         TextTokenizer::load(&path, max_seq_length, false).unwrap()
     }
 

@@ -5,7 +5,9 @@
 //! first); a missing model is a failure that says how to build it, never a skip.
 
 use koembed_embed::{EmbedOptions, Embedder, Prompt, TokenizedText};
-use koembed_golden::{compare_ids, compare_matrix, compare_rows, verify_model_sha256, Golden, Tolerance};
+use koembed_golden::{
+    compare_ids, compare_matrix, compare_rows, verify_model_sha256, Golden, Tolerance,
+};
 use koembed_xlmr::PackedBatch;
 
 fn load(model: &str) -> (Golden, Embedder) {
@@ -18,7 +20,8 @@ fn load(model: &str) -> (Golden, Embedder) {
         dir.display()
     );
     verify_model_sha256(&dir, &golden.meta).unwrap_or_else(|e| panic!("{e}"));
-    let embedder = Embedder::load(&dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+    let embedder =
+        Embedder::load(&dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
     (golden, embedder)
 }
 
@@ -32,7 +35,11 @@ fn prompt_of(golden: &Golden, r: usize) -> Prompt {
 
 fn label(golden: &Golden, r: usize) -> String {
     let row = golden.row(r);
-    format!("row {r} ({}, {})", row.text_id, row.prompt_name.as_deref().unwrap_or("no prompt"))
+    format!(
+        "row {r} ({}, {})",
+        row.text_id,
+        row.prompt_name.as_deref().unwrap_or("no prompt")
+    )
 }
 
 /// Every check on one model; returns the failures so that one run shows them all.
@@ -46,13 +53,25 @@ fn check_model(model: &str) {
         let t = embedder
             .tokenize(golden.text(r), &prompt_of(&golden, r))
             .unwrap_or_else(|e| panic!("{}: {e}", label(&golden, r)));
-        if let Err(e) = compare_ids(&format!("{model} token ids, {}", label(&golden, r)), &t.ids, golden.token_ids(r)) {
+        if let Err(e) = compare_ids(
+            &format!("{model} token ids, {}", label(&golden, r)),
+            &t.ids,
+            golden.token_ids(r),
+        ) {
             failures.push(e.to_string());
         }
         if t.truncated != golden.row(r).truncated {
-            failures.push(format!("{model} {}: truncated = {}, reference says {}", label(&golden, r), t.truncated, golden.row(r).truncated));
+            failures.push(format!(
+                "{model} {}: truncated = {}, reference says {}",
+                label(&golden, r),
+                t.truncated,
+                golden.row(r).truncated
+            ));
         }
-        tokenized.push(TokenizedText { ids: golden.token_ids(r).to_vec(), truncated: t.truncated });
+        tokenized.push(TokenizedText {
+            ids: golden.token_ids(r).to_vec(),
+            truncated: t.truncated,
+        });
     }
 
     // 2. Hidden states of the chosen rows, layer by layer (from the reference's own ids).
@@ -61,9 +80,21 @@ fn check_model(model: &str) {
         let batch = PackedBatch::new(encoder.config(), &[golden.token_ids(r)]).unwrap();
         let states = encoder.forward_all_layers(&batch);
         for &layer in &golden.meta.hidden_layers {
-            let (expected, shape) = golden.hidden(r, layer).expect("hidden state listed in meta");
-            let name = format!("{model} hidden state after layer {layer}, {}", label(&golden, r));
-            if let Err(e) = compare_matrix(&name, states[layer].as_slice(), expected, shape[1], "token", Tolerance::HIDDEN) {
+            let (expected, shape) = golden
+                .hidden(r, layer)
+                .expect("hidden state listed in meta");
+            let name = format!(
+                "{model} hidden state after layer {layer}, {}",
+                label(&golden, r)
+            );
+            if let Err(e) = compare_matrix(
+                &name,
+                states[layer].as_slice(),
+                expected,
+                shape[1],
+                "token",
+                Tolerance::HIDDEN,
+            ) {
                 failures.push(e.to_string());
             }
         }
@@ -73,15 +104,35 @@ fn check_model(model: &str) {
     let include_prompt = embedder.model_dir().pooling.include_prompt;
     let mut pooled = Vec::new();
     for (r, t) in tokenized.iter().enumerate() {
-        let masked = if include_prompt { 0 } else { golden.row(r).prompt_length };
-        pooled.extend_from_slice(embedder.pool_batch(std::slice::from_ref(t), masked).unwrap().as_slice());
+        let masked = if include_prompt {
+            0
+        } else {
+            golden.row(r).prompt_length
+        };
+        pooled.extend_from_slice(
+            embedder
+                .pool_batch(std::slice::from_ref(t), masked)
+                .unwrap()
+                .as_slice(),
+        );
     }
-    if let Err(e) = compare_rows(&format!("{model} pooled"), &pooled, golden.pooled.data(), golden.pooled.cols(), |r| label(&golden, r), Tolerance::POOLED) {
+    if let Err(e) = compare_rows(
+        &format!("{model} pooled"),
+        &pooled,
+        golden.pooled.data(),
+        golden.pooled.cols(),
+        |r| label(&golden, r),
+        Tolerance::POOLED,
+    ) {
         failures.push(e.to_string());
     }
 
     // 4. Final embeddings through the public API, one call per prompt, rows in input order.
-    let tol = if golden.meta.normalize { Tolerance::EMBEDDING } else { Tolerance::POOLED };
+    let tol = if golden.meta.normalize {
+        Tolerance::EMBEDDING
+    } else {
+        Tolerance::POOLED
+    };
     let mut all_prompts: Vec<Prompt> = Vec::new();
     for r in 0..golden.n_rows() {
         let p = prompt_of(&golden, r);
@@ -92,29 +143,58 @@ fn check_model(model: &str) {
     let mut embeddings = vec![f32::NAN; golden.embeddings.data().len()];
     let dim = golden.embeddings.cols();
     for prompt in &all_prompts {
-        let rows: Vec<usize> = (0..golden.n_rows()).filter(|&r| &prompt_of(&golden, r) == prompt).collect();
+        let rows: Vec<usize> = (0..golden.n_rows())
+            .filter(|&r| &prompt_of(&golden, r) == prompt)
+            .collect();
         let texts: Vec<&str> = rows.iter().map(|&r| golden.text(r)).collect();
-        let options = EmbedOptions { prompt: prompt.clone(), batch_size: 16, ..EmbedOptions::default() };
+        let options = EmbedOptions {
+            prompt: prompt.clone(),
+            batch_size: 16,
+            ..EmbedOptions::default()
+        };
         let out = embedder.embed(&texts, &options).unwrap();
         for (i, &r) in rows.iter().enumerate() {
             embeddings[r * dim..(r + 1) * dim].copy_from_slice(out.row(i).as_slice().unwrap());
         }
         if let (Some(m), Some(d)) = (&golden.matryoshka, golden.meta.matryoshka_dim) {
-            let options = EmbedOptions { truncate_dim: Some(d), normalize: Some(true), ..options };
+            let options = EmbedOptions {
+                truncate_dim: Some(d),
+                normalize: Some(true),
+                ..options
+            };
             let cut = embedder.embed(&texts, &options).unwrap();
             for (i, &r) in rows.iter().enumerate() {
                 let name = format!("{model} matryoshka {d}, {}", label(&golden, r));
-                if let Err(e) = compare_rows(&name, cut.row(i).as_slice().unwrap(), m.row(r), d, |_| label(&golden, r), Tolerance::EMBEDDING) {
+                if let Err(e) = compare_rows(
+                    &name,
+                    cut.row(i).as_slice().unwrap(),
+                    m.row(r),
+                    d,
+                    |_| label(&golden, r),
+                    Tolerance::EMBEDDING,
+                ) {
                     failures.push(e.to_string());
                 }
             }
         }
     }
-    if let Err(e) = compare_rows(&format!("{model} embeddings"), &embeddings, golden.embeddings.data(), dim, |r| label(&golden, r), tol) {
+    if let Err(e) = compare_rows(
+        &format!("{model} embeddings"),
+        &embeddings,
+        golden.embeddings.data(),
+        dim,
+        |r| label(&golden, r),
+        tol,
+    ) {
         failures.push(e.to_string());
     }
 
-    assert!(failures.is_empty(), "{model}: {} check(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{model}: {} check(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -30,7 +30,9 @@ pub enum BatchError {
         len: usize,
         max: usize,
     },
-    #[error("sequence {sequence}, token {token}: id {id} is outside the vocabulary (size {vocab})")]
+    #[error(
+        "sequence {sequence}, token {token}: id {id} is outside the vocabulary (size {vocab})"
+    )]
     BadId {
         sequence: usize,
         token: usize,
@@ -40,7 +42,10 @@ pub enum BatchError {
 }
 
 impl PackedBatch {
-    pub fn new<S: AsRef<[u32]>>(config: &EncoderConfig, sequences: &[S]) -> Result<Self, BatchError> {
+    pub fn new<S: AsRef<[u32]>>(
+        config: &EncoderConfig,
+        sequences: &[S],
+    ) -> Result<Self, BatchError> {
         let total: usize = sequences.iter().map(|s| s.as_ref().len()).sum();
         let mut ids = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
@@ -150,11 +155,20 @@ mod tests {
         );
         assert_eq!(
             PackedBatch::new(&c, &[vec![1u32; 5]]).unwrap_err(),
-            BatchError::TooLong { sequence: 0, len: 5, max: 4 }
+            BatchError::TooLong {
+                sequence: 0,
+                len: 5,
+                max: 4
+            }
         );
         assert_eq!(
             PackedBatch::new(&c, &[vec![1u32, 100]]).unwrap_err(),
-            BatchError::BadId { sequence: 0, token: 1, id: 100, vocab: 100 }
+            BatchError::BadId {
+                sequence: 0,
+                token: 1,
+                id: 100,
+                vocab: 100
+            }
         );
     }
 }

@@ -61,16 +61,16 @@ impl EncoderConfig {
 
     /// The longest token sequence the position table allows.
     pub fn max_tokens(&self) -> usize {
-        self.max_position_embeddings.saturating_sub(self.position_offset)
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset)
     }
 
     /// Parameter count of the encoder as loaded (embeddings + layers, without a pooler).
     pub fn parameter_count(&self) -> usize {
         let h = self.hidden_size;
         let f = self.intermediate_size;
-        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size)
-            * h
-            + 2 * h;
+        let embeddings =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         let attention = 4 * (h * h + h) + 2 * h;
         let ffn = h * f + f + f * h + h + 2 * h;
         embeddings + self.num_layers * (attention + ffn)
@@ -147,11 +147,9 @@ impl RawConfig {
         let family = match model_type {
             "bert" => Family::Bert,
             "xlm-roberta" | "roberta" => Family::XlmRoberta,
-            other => {
-                return Err(format!(
-                    "unsupported `model_type` \"{other}\" (koembed runs \"bert\" and \"xlm-roberta\")"
-                ))
-            }
+            other => return Err(format!(
+                "unsupported `model_type` \"{other}\" (koembed runs \"bert\" and \"xlm-roberta\")"
+            )),
         };
         let architecture = self
             .architectures
@@ -213,7 +211,9 @@ impl RawConfig {
         };
         let layer_norm_eps = self.layer_norm_eps.unwrap_or(default_eps);
         if !(layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
-            return Err(format!("`layer_norm_eps` {layer_norm_eps} is out of range (0, 1)"));
+            return Err(format!(
+                "`layer_norm_eps` {layer_norm_eps} is out of range (0, 1)"
+            ));
         }
         let pad_token_id = self.pad_token_id.unwrap_or(default_pad);
         let position_offset = match family {
@@ -297,9 +297,15 @@ mod tests {
     #[test]
     fn classification_checkpoints_carry_their_prefix() {
         let text = KOE5.replace("XLMRobertaModel", "XLMRobertaForSequenceClassification");
-        assert_eq!(EncoderConfig::from_json(&text).unwrap().weight_prefix, "roberta.");
+        assert_eq!(
+            EncoderConfig::from_json(&text).unwrap().weight_prefix,
+            "roberta."
+        );
         let text = E5_SMALL.replace("\"BertModel\"", "\"BertForSequenceClassification\"");
-        assert_eq!(EncoderConfig::from_json(&text).unwrap().weight_prefix, "bert.");
+        assert_eq!(
+            EncoderConfig::from_json(&text).unwrap().weight_prefix,
+            "bert."
+        );
     }
 
     #[test]
@@ -311,7 +317,10 @@ mod tests {
                 "position_embedding_type",
             ),
             (E5_SMALL.replace("\"bert\"", "\"gpt2\""), "model_type"),
-            (E5_SMALL.replace("\"BertModel\"", "\"BertLMHeadModel\""), "architectures"),
+            (
+                E5_SMALL.replace("\"BertModel\"", "\"BertLMHeadModel\""),
+                "architectures",
+            ),
             (
                 E5_SMALL.replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 7"),
                 "num_attention_heads",

@@ -40,10 +40,21 @@ impl WeightScope<'_> {
     }
 
     /// Checks an `nn.Linear`'s weight and bias, and packs the weight for the GEMM kernel.
-    pub fn linear(&self, name: &str, out_features: usize, in_features: usize) -> Result<Linear, WeightError> {
+    pub fn linear(
+        &self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Linear, WeightError> {
         let weight = self.load(&format!("{name}.weight"), &[out_features, in_features])?;
         let bias = self.load(&format!("{name}.bias"), &[out_features])?;
-        Ok(Linear::new(self.store, &weight, &bias, out_features, in_features))
+        Ok(Linear::new(
+            self.store,
+            &weight,
+            &bias,
+            out_features,
+            in_features,
+        ))
     }
 
     pub fn layer_norm(&self, name: &str, size: usize) -> Result<LayerNormParams, WeightError> {

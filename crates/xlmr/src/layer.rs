@@ -18,12 +18,19 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub fn new(store: &WeightStore, weight: &F32Weight, bias: &F32Weight, out_features: usize, in_features: usize) -> Self {
+    pub fn new(
+        store: &WeightStore,
+        weight: &F32Weight,
+        bias: &F32Weight,
+        out_features: usize,
+        in_features: usize,
+    ) -> Self {
         let w = TensorView::new(store.f32_data(weight), &[out_features, in_features])
             .expect("weight shape checked at load");
         Linear {
             weight: PackedMatrix::pack_b(w).expect("a checked [out, in] weight packs"),
-            bias: Tensor::from_vec(store.f32_data(bias).to_vec(), &[out_features]).expect("bias shape checked at load"),
+            bias: Tensor::from_vec(store.f32_data(bias).to_vec(), &[out_features])
+                .expect("bias shape checked at load"),
             out_features,
         }
     }
@@ -31,8 +38,14 @@ impl Linear {
     /// out[M, out_features] = epilogue(x[M, in_features] · Wᵀ + b)
     pub fn forward(&self, x: &Tensor, epilogue: Epilogue) -> Tensor {
         let mut out = Tensor::zeros(&[x.rows(), self.out_features]);
-        matmul_packed_bias(out.view_mut(), x.view(), &self.weight, self.bias.view(), epilogue)
-            .expect("shapes checked at load");
+        matmul_packed_bias(
+            out.view_mut(),
+            x.view(),
+            &self.weight,
+            self.bias.view(),
+            epilogue,
+        )
+        .expect("shapes checked at load");
         out
     }
 }
@@ -52,7 +65,13 @@ impl LayerNormParams {
     }
 
     /// x = LN(x + residual)
-    pub fn apply_with_residual(&self, x: &mut Tensor, residual: &Tensor, store: &WeightStore, eps: f32) {
+    pub fn apply_with_residual(
+        &self,
+        x: &mut Tensor,
+        residual: &Tensor,
+        store: &WeightStore,
+        eps: f32,
+    ) {
         let n = x.cols();
         let gamma = TensorView::new(store.f32_data(&self.gamma), &[n]).expect("checked at load");
         let beta = TensorView::new(store.f32_data(&self.beta), &[n]).expect("checked at load");
@@ -73,7 +92,11 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    pub(crate) fn load(scope: &WeightScope<'_>, name: &str, config: &EncoderConfig) -> Result<Self, WeightError> {
+    pub(crate) fn load(
+        scope: &WeightScope<'_>,
+        name: &str,
+        config: &EncoderConfig,
+    ) -> Result<Self, WeightError> {
         let h = config.hidden_size;
         let f = config.intermediate_size;
         Ok(EncoderLayer {
@@ -89,7 +112,13 @@ impl EncoderLayer {
     }
 
     /// x[num_tokens, hidden] -> the layer's output, in place.
-    pub(crate) fn forward(&self, x: &mut Tensor, batch: &PackedBatch, store: &WeightStore, config: &EncoderConfig) {
+    pub(crate) fn forward(
+        &self,
+        x: &mut Tensor,
+        batch: &PackedBatch,
+        store: &WeightStore,
+        config: &EncoderConfig,
+    ) {
         let h = config.hidden_size;
         let q = self.query.forward(x, Epilogue::None);
         let k = self.key.forward(x, Epilogue::None);

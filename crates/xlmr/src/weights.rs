@@ -61,7 +61,9 @@ pub enum WeightError {
     NoCheckpoint { dir: PathBuf },
     #[error("tensor `{tensor}` is missing from {files}")]
     Missing { tensor: String, files: String },
-    #[error("{path}: tensor `{tensor}` has dtype {found}; koembed reads F32, F16 and BF16 weights")]
+    #[error(
+        "{path}: tensor `{tensor}` has dtype {found}; koembed reads F32, F16 and BF16 weights"
+    )]
     Dtype {
         path: PathBuf,
         tensor: String,
@@ -144,7 +146,9 @@ impl WeightStore {
                 .as_str()
                 .ok_or_else(|| index_err(format!("`weight_map.{tensor}` is not a file name")))?;
             if file.contains('/') || file.contains("..") {
-                return Err(index_err(format!("shard name {file:?} leaves the model folder")));
+                return Err(index_err(format!(
+                    "shard name {file:?} leaves the model folder"
+                )));
             }
             if !shard_names.contains(&file) {
                 shard_names.push(file);
@@ -269,7 +273,9 @@ impl WeightStore {
     pub fn dtype_summary(&self) -> BTreeMap<String, (usize, usize)> {
         let mut summary = BTreeMap::new();
         for entry in self.entries.values() {
-            let slot = summary.entry(format!("{:?}", entry.dtype)).or_insert((0, 0));
+            let slot = summary
+                .entry(format!("{:?}", entry.dtype))
+                .or_insert((0, 0));
             slot.0 += 1;
             slot.1 += entry.bytes.len();
         }
@@ -277,7 +283,11 @@ impl WeightStore {
     }
 
     fn files_display(&self) -> String {
-        let names: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+        let names: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
         names.join(", ")
     }
 
@@ -289,11 +299,12 @@ impl WeightStore {
             files: self.files_display(),
         })?;
         let path = &self.files[entry.file].path;
-        let dtype = WeightDtype::from_safetensors(entry.dtype).ok_or_else(|| WeightError::Dtype {
-            path: path.clone(),
-            tensor: name.to_string(),
-            found: format!("{:?}", entry.dtype),
-        })?;
+        let dtype =
+            WeightDtype::from_safetensors(entry.dtype).ok_or_else(|| WeightError::Dtype {
+                path: path.clone(),
+                tensor: name.to_string(),
+                found: format!("{:?}", entry.dtype),
+            })?;
         if entry.shape != expected_shape {
             return Err(WeightError::Shape {
                 path: path.clone(),
@@ -402,7 +413,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("koembed-weights-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("koembed-weights-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -430,13 +442,22 @@ mod tests {
         );
         let store = WeightStore::open_dir(&dir).unwrap();
         let a = store.load_f32("a", &[2, 3]).unwrap();
-        assert!(matches!(a, F32Weight::Mapped { .. }), "f32 should be borrowed");
+        assert!(
+            matches!(a, F32Weight::Mapped { .. }),
+            "f32 should be borrowed"
+        );
         assert_eq!(store.f32_data(&a), &values);
         let b = store.load_f32("b", &[6]).unwrap();
-        let expected: Vec<f32> = values.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        let expected: Vec<f32> = values
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
         assert_eq!(store.f32_data(&b), expected.as_slice());
         let c = store.load_f32("c", &[3, 2]).unwrap();
-        let expected: Vec<f32> = values.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        let expected: Vec<f32> = values
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
         assert_eq!(store.f32_data(&c), expected.as_slice());
     }
 
@@ -446,15 +467,26 @@ mod tests {
         write_safetensors(
             &dir.join("model.safetensors"),
             &[
-                ("w", Dtype::F32, vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+                (
+                    "w",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
+                ),
                 ("ids", Dtype::I64, vec![1], vec![0; 8]),
             ],
         );
         let store = WeightStore::open_dir(&dir).unwrap();
         let err = store.load_f32("nope", &[2]).unwrap_err().to_string();
-        assert!(err.contains("`nope`") && err.contains("model.safetensors"), "{err}");
+        assert!(
+            err.contains("`nope`") && err.contains("model.safetensors"),
+            "{err}"
+        );
         let err = store.load_f32("w", &[4, 1]).unwrap_err().to_string();
-        assert!(err.contains("[2, 2]") && err.contains("[4, 1]") && err.contains("`w`"), "{err}");
+        assert!(
+            err.contains("[2, 2]") && err.contains("[4, 1]") && err.contains("`w`"),
+            "{err}"
+        );
         let err = store.load_f32("ids", &[1]).unwrap_err().to_string();
         assert!(err.contains("I64") && err.contains("`ids`"), "{err}");
     }
@@ -463,11 +495,16 @@ mod tests {
     fn truncated_and_garbage_files_are_errors_not_crashes() {
         let dir = temp_dir("corrupt");
         let path = dir.join("model.safetensors");
-        write_safetensors(&path, &[("w", Dtype::F32, vec![4, 4], f32_bytes(&[0.5; 16]))]);
+        write_safetensors(
+            &path,
+            &[("w", Dtype::F32, vec![4, 4], f32_bytes(&[0.5; 16]))],
+        );
         let full = std::fs::read(&path).unwrap();
         for cut in [0, 3, 8, 20, full.len() - 1] {
             std::fs::write(&path, &full[..cut]).unwrap();
-            let err = WeightStore::open_dir(&dir).err().expect("truncated file must fail");
+            let err = WeightStore::open_dir(&dir)
+                .err()
+                .expect("truncated file must fail");
             assert!(err.to_string().contains("model.safetensors"), "{err}");
         }
         let mut garbage = full.clone();
@@ -499,7 +536,10 @@ mod tests {
         )
         .unwrap();
         let store = WeightStore::open_dir(&dir).unwrap();
-        assert_eq!(store.f32_data(&store.load_f32("a", &[2]).unwrap()), &[1.0, 2.0]);
+        assert_eq!(
+            store.f32_data(&store.load_f32("a", &[2]).unwrap()),
+            &[1.0, 2.0]
+        );
         assert_eq!(store.f32_data(&store.load_f32("b", &[1]).unwrap()), &[3.0]);
 
         // An index that lies about where a tensor lives is refused, naming the tensor.

@@ -113,8 +113,9 @@ fn an_unknown_prompt_lists_the_known_ones() {
     .fails_with("unknown prompt name \"q\"");
     // A model without prompts says so and points at --prefix.
     let xlmr = path_arg(&tiny_xlmr());
-    koembed(&embed_args(&xlmr, &["--prompt", "query"]), b"x\n")
-        .fails_with("this model has no named prompts; give the text to prepend as a literal prefix (--prefix)");
+    koembed(&embed_args(&xlmr, &["--prompt", "query"]), b"x\n").fails_with(
+        "this model has no named prompts; give the text to prepend as a literal prefix (--prefix)",
+    );
 }
 
 #[test]

@@ -129,3 +129,75 @@ fn every_subcommand_has_help_with_an_example() {
         );
     }
 }
+
+/// A model that Python's huggingface_hub put in the standard cache (blobs + snapshot symlinks +
+/// refs/main) is found by its hub id, offline, and gives the same vectors as the folder.
+#[test]
+fn a_hub_id_resolves_from_the_huggingface_cache() {
+    let hf_home = temp_dir("hf-home");
+    let repo = hf_home.join("hub/models--koembed-test--tiny-bert");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(commit);
+    let source = common::workspace_root().join("testdata/tiny/tiny-bert");
+    for entry in walk(&source) {
+        let relative = entry.strip_prefix(&source).unwrap();
+        let bytes = std::fs::read(&entry).unwrap();
+        let blob_name = format!("blob-{}", relative.to_string_lossy().replace('/', "-"));
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::write(repo.join("blobs").join(&blob_name), &bytes).unwrap();
+        let link = snapshot.join(relative);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let depth = relative.components().count() + 1;
+        let target = format!("{}blobs/{blob_name}", "../".repeat(depth));
+        std::os::unix::fs::symlink(target, &link).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+
+    let run_with_cache = |model: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_koembed"))
+            .args(["embed", "-q", "--model", model, "-i"])
+            .arg(common::workspace_root().join("testdata/debian-faq-ko/COPYRIGHT"))
+            .env("HF_HOME", &hf_home)
+            .env_remove("HF_HUB_CACHE")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let by_id = run_with_cache("koembed-test/tiny-bert");
+    let by_folder = run_with_cache(&path_arg(&source));
+    assert!(!by_id.is_empty());
+    assert_eq!(by_id, by_folder);
+    // An id that is not in the cache, offline: a clear error naming it, no network touched.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_koembed"))
+        .args(["inspect", "--model", "koembed-test/absent"])
+        .env("HF_HOME", &hf_home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("koembed-test/absent") && stderr.contains("HF_HUB_OFFLINE"),
+        "{stderr}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
