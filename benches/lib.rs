@@ -4,7 +4,7 @@
 /// cycle each; `shared/docs/performance.md`). Practical sgemm reaches about 90% of it.
 pub const PEAK_FP32_GFLOPS_2T: f64 = 234.0;
 
-/// Floating-point operations of out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): one multiply and one add
+/// Floating-point operations of `out[M,N] = x[M,K] · w[N,K]ᵀ` (+ bias): one multiply and one add
 /// per term.
 pub fn matmul_flops(m: usize, k: usize, n: usize) -> u64 {
     2 * (m * k * n) as u64

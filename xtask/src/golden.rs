@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long = "only", value_name = "NAME")]
     only: Vec<String>,
     /// A Python with the pinned packages to use instead of the managed venv
-    /// (default: $KOEMBED_REFERENCE_PYTHON, else <root>/.venv-reference).
+    /// (default: $KOEMBED_REFERENCE_PYTHON, else `<root>/.venv-reference`).
     #[arg(long, value_name = "PYTHON")]
     python: Option<PathBuf>,
     /// Recreate the managed venv even if the requirements are unchanged.

@@ -391,7 +391,7 @@ fn read_f32s(bytes: &[u8], out: &mut [f32]) {
 
 /// Q4_0 -> f32. Each 18-byte block holds 32 weights: an f16 scale `d`, then 16 bytes where
 /// byte j holds weight j in its low nibble and weight j + 16 in its high nibble, each as q + 8:
-/// w[j] = (lo - 8) * d, w[j + 16] = (hi - 8) * d. The product is exact in f32 (a 4-bit integer
+/// `w[j] = (lo - 8) * d`, `w[j + 16] = (hi - 8) * d`. The product is exact in f32 (a 4-bit integer
 /// times an f16), so this equals e5.c's `deq_row` bit for bit.
 pub fn dequantize_q4_0(bytes: &[u8], out: &mut [f32]) {
     assert_eq!(

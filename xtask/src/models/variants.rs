@@ -36,7 +36,7 @@ pub fn as_bert(weights: &BertWeights) -> Vec<OutTensor<'_>> {
 ///   XLM-R table keeps that row only (type_vocab_size 1).
 /// - Everything else (names, LayerNorm eps, the layers) is the same.
 ///
-/// One caveat: XLM-R derives positions from `input_ids != pad_token_id`, so a literal "<pad>"
+/// One caveat: XLM-R derives positions from `input_ids != pad_token_id`, so a literal `"<pad>"`
 /// typed in a text (the tokenizer matches it as the special token 1) does not advance the
 /// position count there, while BERT counts it.
 pub fn as_xlm_roberta(bert: &BertWeights) -> anyhow::Result<(EncoderShape, Vec<OutTensor<'_>>)> {
