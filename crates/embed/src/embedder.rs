@@ -138,12 +138,14 @@ impl Embedder {
         let config = encoder.config();
         let model_limit = config.max_tokens();
         let max_seq_length = match dir.max_seq_length {
-            Some(n) if n > model_limit => return Err(EmbedError::Config {
-                path: dir.transformer_dir.join("sentence_bert_config.json"),
-                reason: format!(
+            Some(n) if n > model_limit => {
+                return Err(EmbedError::Config {
+                    path: dir.transformer_dir.join("sentence_bert_config.json"),
+                    reason: format!(
                     "max_seq_length {n} exceeds the {model_limit} tokens the position table allows"
                 ),
-            }),
+                })
+            }
             Some(n) => n,
             None => model_limit
                 .min(tokenizer_model_max_length(&dir.transformer_dir).unwrap_or(usize::MAX)),

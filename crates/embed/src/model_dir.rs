@@ -328,12 +328,14 @@ fn read_dense(dir: &Path) -> Result<DenseModule, EmbedError> {
     let activation = match config.activation_function.as_str() {
         "torch.nn.modules.linear.Identity" => DenseActivation::Identity,
         "torch.nn.modules.activation.Tanh" => DenseActivation::Tanh,
-        other => return Err(config_err(
-            &path,
-            format!(
+        other => {
+            return Err(config_err(
+                &path,
+                format!(
                 "unsupported `activation_function` \"{other}\" (koembed runs Identity and Tanh)"
             ),
-        )),
+            ))
+        }
     };
     Ok(DenseModule {
         dir: dir.to_path_buf(),

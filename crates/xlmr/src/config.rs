@@ -147,9 +147,11 @@ impl RawConfig {
         let family = match model_type {
             "bert" => Family::Bert,
             "xlm-roberta" | "roberta" => Family::XlmRoberta,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unsupported `model_type` \"{other}\" (koembed runs \"bert\" and \"xlm-roberta\")"
-            )),
+            ))
+            }
         };
         let architecture = self
             .architectures
