@@ -88,6 +88,22 @@ pub fn parse(reader: impl BufRead, source: &str, layout: &Layout) -> anyhow::Res
     Ok(records)
 }
 
+/// Texts given as command-line arguments, else one per line from stdin; `what` / `plural`
+/// name them in the error when there are neither (stdin is a terminal).
+pub fn args_or_stdin(args: &[String], what: &str, plural: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::IsTerminal;
+    if !args.is_empty() {
+        return Ok(args.to_vec());
+    }
+    if std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "no {what}: give {} arguments, or {plural} on stdin (one per line)",
+            what.to_uppercase()
+        );
+    }
+    read_lines(std::io::stdin().lock(), "stdin")
+}
+
 /// Plain lines of `reader` (see the module doc).
 pub fn read_lines(reader: impl BufRead, source: &str) -> anyhow::Result<Vec<String>> {
     Ok(parse(reader, source, &Layout::Lines)?

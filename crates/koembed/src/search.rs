@@ -4,7 +4,6 @@
 //! corpus order, as in `koembed eval`.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -85,13 +84,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if args.corpus == std::path::Path::new("-") {
         bail!("--corpus must be a file: its vectors are cached beside it");
     }
-    let queries = match args.queries.is_empty() {
-        false => args.queries.clone(),
-        true if std::io::stdin().is_terminal() => {
-            bail!("no query: give QUERY arguments, or queries on stdin (one per line)")
-        }
-        true => input::read_lines(std::io::stdin().lock(), "stdin")?,
-    };
+    let queries = input::args_or_stdin(&args.queries, "query", "queries")?;
     let embedder = model::load(&args.model.model, ctx)?;
     let options = |prompt: Prompt| EmbedOptions {
         prompt,

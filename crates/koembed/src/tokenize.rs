@@ -2,9 +2,7 @@
 //! included, after truncation.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 
-use anyhow::bail;
 use koembed_embed::{Embedder, TokenizedText};
 
 use crate::cli::Context;
@@ -31,13 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let texts = match args.texts.is_empty() {
-        false => args.texts.clone(),
-        true if std::io::stdin().is_terminal() => {
-            bail!("no text: give TEXT arguments, or texts on stdin (one per line)")
-        }
-        true => input::read_lines(std::io::stdin().lock(), "stdin")?,
-    };
+    let texts = input::args_or_stdin(&args.texts, "text", "texts")?;
     let embedder = model::load(&args.model.model, ctx)?;
     let prompt = args.prompt.prompt();
     let literal = model::check_prompt(&embedder, &prompt)?;
