@@ -9,10 +9,12 @@
 //! the summary table only with the filter `table`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use koembed_benches::{matmul_flops, percent_of_peak, pseudo_random};
+use koembed_benches::{
+    interleaved_medians, matmul_flops, percent_of_peak, pseudo_random, Variant,
+};
 use koembed_tensor::{
     gelu_erf_f32_inplace_with, gelu_erf_inplace, matmul_bias_nt, matmul_packed_bias, Epilogue,
     GeluKernel, GemmKernel, PackedMatrix, Tensor,
@@ -122,32 +124,6 @@ fn gelu(c: &mut Criterion) {
         }
     }
     group.finish();
-}
-
-/// A named closure to time.
-type Variant<'a> = (String, Box<dyn FnMut() + 'a>);
-
-/// Times the variants interleaved (one call of each per round, after one warm-up round), so
-/// that load from other processes hits them alike; returns each variant's (median, best) seconds.
-fn interleaved_medians(reps: usize, variants: &mut [Variant<'_>]) -> Vec<(f64, f64)> {
-    for (_, f) in variants.iter_mut() {
-        f();
-    }
-    let mut times = vec![Vec::with_capacity(reps); variants.len()];
-    for _ in 0..reps {
-        for ((_, f), t) in variants.iter_mut().zip(&mut times) {
-            let s = Instant::now();
-            f();
-            t.push(s.elapsed().as_secs_f64());
-        }
-    }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_by(f64::total_cmp);
-            (t[t.len() / 2], t[0])
-        })
-        .collect()
 }
 
 /// One table with every GEMM case and variant, the variants of a case measured interleaved in

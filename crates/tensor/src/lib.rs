@@ -42,10 +42,14 @@ pub mod testing;
 pub use gemm::naive;
 
 pub use error::{Result, TensorError};
-pub use gemm::packed::{matmul_packed_bias, Epilogue, GemmKernel, PackedMatrix};
+pub use gemm::packed::{
+    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
+};
 pub use gemm::{matmul_bias_nt, matmul_nn, matmul_nt};
 pub use half::{bf16, f16};
-pub use ops::attention::{attention_single_sequence, attention_single_sequence_qkv};
+pub use ops::attention::{
+    attention_packed_qkv, attention_single_sequence, attention_single_sequence_qkv,
+};
 pub use ops::gelu::{erf, gelu_erf, gelu_erf_inplace};
 pub use ops::gelu_f32::{
     gelu_erf_f32, gelu_erf_f32_inplace, gelu_erf_f32_inplace_with, GeluKernel,

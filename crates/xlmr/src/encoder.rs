@@ -57,6 +57,29 @@ impl WeightScope<'_> {
         ))
     }
 
+    /// Checks several linear layers over the same input and packs them as one (see
+    /// [`Linear::stacked`]).
+    pub fn linear_stacked(
+        &self,
+        names: &[&str],
+        out_features_each: usize,
+        in_features: usize,
+    ) -> Result<Linear, WeightError> {
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            let weight = self.load(&format!("{name}.weight"), &[out_features_each, in_features])?;
+            let bias = self.load(&format!("{name}.bias"), &[out_features_each])?;
+            parts.push((weight, bias));
+        }
+        let refs: Vec<_> = parts.iter().map(|(w, b)| (w, b)).collect();
+        Ok(Linear::stacked(
+            self.store,
+            &refs,
+            out_features_each,
+            in_features,
+        ))
+    }
+
     pub fn layer_norm(&self, name: &str, size: usize) -> Result<LayerNormParams, WeightError> {
         Ok(LayerNormParams {
             gamma: self.load(&format!("{name}.weight"), &[size])?,

@@ -2,7 +2,9 @@
 //! `h = LN(x + Attn(x))`, then `LN(h + FFN(h))`, FFN = dense -> exact GELU -> dense.
 
 use koembed_tensor as ops;
-use koembed_tensor::{matmul_packed_bias, Epilogue, PackedMatrix, Tensor, TensorView};
+use koembed_tensor::{
+    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, PackedMatrix, Tensor, TensorView,
+};
 
 use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
@@ -25,12 +27,42 @@ impl Linear {
         out_features: usize,
         in_features: usize,
     ) -> Self {
-        let w = TensorView::new(store.f32_data(weight), &[out_features, in_features])
-            .expect("weight shape checked at load");
+        Self::stacked(store, &[(weight, bias)], out_features, in_features)
+    }
+
+    /// Several linear layers over the same input as one: their weights stacked along the
+    /// output axis (Q, K and V become one `[3H, H]` GEMM whose output rows are `[q | k | v]`).
+    pub fn stacked(
+        store: &WeightStore,
+        parts: &[(&F32Weight, &F32Weight)],
+        out_features_each: usize,
+        in_features: usize,
+    ) -> Self {
+        let out_features = out_features_each * parts.len();
+        let weight = match parts {
+            [(w, _)] => PackedMatrix::pack_b(
+                TensorView::new(store.f32_data(w), &[out_features, in_features])
+                    .expect("weight shape checked at load"),
+            ),
+            _ => {
+                let mut stacked = Vec::with_capacity(out_features * in_features);
+                for (w, _) in parts {
+                    stacked.extend_from_slice(store.f32_data(w));
+                }
+                PackedMatrix::pack_b(
+                    TensorView::new(&stacked, &[out_features, in_features])
+                        .expect("weight shapes checked at load"),
+                )
+            }
+        }
+        .expect("a checked [out, in] weight packs");
+        let mut bias = Vec::with_capacity(out_features);
+        for (_, b) in parts {
+            bias.extend_from_slice(store.f32_data(b));
+        }
         Linear {
-            weight: PackedMatrix::pack_b(w).expect("a checked [out, in] weight packs"),
-            bias: Tensor::from_vec(store.f32_data(bias).to_vec(), &[out_features])
-                .expect("bias shape checked at load"),
+            weight,
+            bias: Tensor::from_vec(bias, &[out_features]).expect("bias shape checked at load"),
             out_features,
         }
     }
@@ -44,6 +76,20 @@ impl Linear {
             &self.weight,
             self.bias.view(),
             epilogue,
+        )
+        .expect("shapes checked at load");
+        out
+    }
+
+    /// out[M, out_features] = x · Wᵀ + b + residual: the projection and its residual connection.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Tensor {
+        let mut out = Tensor::zeros(&[x.rows(), self.out_features]);
+        matmul_packed_bias_residual(
+            out.view_mut(),
+            x.view(),
+            &self.weight,
+            self.bias.view(),
+            residual.view(),
         )
         .expect("shapes checked at load");
         out
@@ -63,27 +109,11 @@ impl LayerNormParams {
         let beta = TensorView::new(store.f32_data(&self.beta), &[n]).expect("checked at load");
         ops::layernorm_inplace(x.view_mut(), gamma, beta, eps).expect("checked at load");
     }
-
-    /// x = LN(x + residual)
-    pub fn apply_with_residual(
-        &self,
-        x: &mut Tensor,
-        residual: &Tensor,
-        store: &WeightStore,
-        eps: f32,
-    ) {
-        let n = x.cols();
-        let gamma = TensorView::new(store.f32_data(&self.gamma), &[n]).expect("checked at load");
-        let beta = TensorView::new(store.f32_data(&self.beta), &[n]).expect("checked at load");
-        ops::add_layernorm_inplace(x.view_mut(), residual.view(), gamma, beta, eps)
-            .expect("checked at load");
-    }
 }
 
 pub struct EncoderLayer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Q, K and V stacked: one GEMM whose rows are `[q | k | v]`.
+    qkv: Linear,
     attention_output: Linear,
     attention_norm: LayerNormParams,
     intermediate: Linear,
@@ -100,9 +130,15 @@ impl EncoderLayer {
         let h = config.hidden_size;
         let f = config.intermediate_size;
         Ok(EncoderLayer {
-            query: scope.linear(&format!("{name}.attention.self.query"), h, h)?,
-            key: scope.linear(&format!("{name}.attention.self.key"), h, h)?,
-            value: scope.linear(&format!("{name}.attention.self.value"), h, h)?,
+            qkv: scope.linear_stacked(
+                &[
+                    &format!("{name}.attention.self.query"),
+                    &format!("{name}.attention.self.key"),
+                    &format!("{name}.attention.self.value"),
+                ],
+                h,
+                h,
+            )?,
             attention_output: scope.linear(&format!("{name}.attention.output.dense"), h, h)?,
             attention_norm: scope.layer_norm(&format!("{name}.attention.output.LayerNorm"), h)?,
             intermediate: scope.linear(&format!("{name}.intermediate.dense"), f, h)?,
@@ -120,31 +156,30 @@ impl EncoderLayer {
         config: &EncoderConfig,
     ) {
         let h = config.hidden_size;
-        let q = self.query.forward(x, Epilogue::None);
-        let k = self.key.forward(x, Epilogue::None);
-        let v = self.value.forward(x, Epilogue::None);
+        let qkv = self.qkv.forward(x, Epilogue::None);
         // Attention never crosses sequences: each one attends over its own rows only.
+        let sequences: Vec<_> = (0..batch.num_sequences())
+            .map(|s| batch.sequence(s))
+            .collect();
         let mut context = Tensor::zeros(&[batch.num_tokens(), h]);
-        for s in 0..batch.num_sequences() {
-            let rows = batch.sequence(s);
-            ops::attention_single_sequence(
-                context.view_mut().slice_rows(rows.clone()),
-                q.view().slice_rows(rows.clone()),
-                k.view().slice_rows(rows.clone()),
-                v.view().slice_rows(rows),
-                config.num_heads,
-            )
-            .expect("shapes follow the config");
-        }
-        let mut attended = self.attention_output.forward(&context, Epilogue::None);
+        ops::attention_packed_qkv(
+            context.view_mut(),
+            qkv.view(),
+            &sequences,
+            config.num_heads,
+            self.qkv.weight.kernel(),
+        )
+        .expect("shapes follow the config");
+        drop(qkv);
+        let mut attended = self.attention_output.forward_residual(&context, x);
         self.attention_norm
-            .apply_with_residual(&mut attended, x, store, config.layer_norm_eps);
+            .apply(&mut attended, store, config.layer_norm_eps);
 
         // Bias and the erf GELU are applied as the GEMM stores its tiles.
         let inner = self.intermediate.forward(&attended, Epilogue::Gelu);
-        let mut out = self.output.forward(&inner, Epilogue::None);
+        let mut out = self.output.forward_residual(&inner, &attended);
         self.output_norm
-            .apply_with_residual(&mut out, &attended, store, config.layer_norm_eps);
+            .apply(&mut out, store, config.layer_norm_eps);
         *x = out;
     }
 }

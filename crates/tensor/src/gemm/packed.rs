@@ -41,6 +41,8 @@ use crate::tensor::{TensorView, TensorViewMut};
 const PAR_MIN_FMAS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
+/// Read whole MR-row panels of x in place instead of packing them.
+const DIRECT_A: bool = true;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,28 +152,73 @@ impl PackedMatrix {
                 message: format!("GEMM kernel {kernel:?} is not supported by this CPU"),
             });
         }
+        Ok(Self::pack_strided(w.as_slice(), n, k, k, 1, kernel))
+    }
+
+    /// Packs the `N x K` matrix whose element (j, p) is `data[j·row_stride + p·col_stride]`:
+    /// `w[N, K]` rows (`row_stride = K, col_stride = 1`), a column block of a wider matrix, or a
+    /// `[K, N]` matrix read transposed (`row_stride = 1`). Attention packs K and V this way,
+    /// straight out of the fused QKV buffer. The caller has checked that `kernel` is supported.
+    pub(crate) fn pack_strided(
+        data: &[f32],
+        n: usize,
+        k: usize,
+        row_stride: usize,
+        col_stride: usize,
+        kernel: GemmKernel,
+    ) -> PackedMatrix {
         let (_, nr, kc) = kernel.shape();
         let n_pad = n.div_ceil(nr) * nr;
         let len = n_pad * k;
         let (mut buf, start) = aligned_zeros(len);
-        let data = &mut buf[start..start + len];
-        let w = w.as_slice();
+        let packed = &mut buf[start..start + len];
         // K block at k0 of length kcb starts at k0·n_pad; its panel jp at + jp·kcb·NR.
         let mut k0 = 0;
         while k0 < k {
             let kcb = kc.min(k - k0);
-            let block = &mut data[k0 * n_pad..(k0 + kcb) * n_pad];
+            let block = &mut packed[k0 * n_pad..(k0 + kcb) * n_pad];
             for (jp, panel) in block.chunks_exact_mut(kcb * nr).enumerate() {
-                for j in 0..nr.min(n - jp * nr) {
-                    let row = &w[(jp * nr + j) * k + k0..][..kcb];
-                    for (p, &v) in row.iter().enumerate() {
-                        panel[p * nr + j] = v;
+                let cols = nr.min(n - jp * nr);
+                if col_stride == 1 {
+                    // Rows of w are contiguous along k: a transpose, 8 k steps at a time so
+                    // that reads stay sequential and writes stay within a few cache lines.
+                    let rows: Vec<&[f32]> = (0..cols)
+                        .map(|j| &data[(jp * nr + j) * row_stride + k0..][..kcb])
+                        .collect();
+                    let mut p0 = 0;
+                    while p0 < kcb {
+                        let steps = 8.min(kcb - p0);
+                        for (j, row) in rows.iter().enumerate() {
+                            for (q, &v) in row[p0..p0 + steps].iter().enumerate() {
+                                panel[(p0 + q) * nr + j] = v;
+                            }
+                        }
+                        p0 += steps;
+                    }
+                } else if row_stride == 1 {
+                    // [K, N] read transposed: each k step is a contiguous run of N values.
+                    for p in 0..kcb {
+                        let base = (k0 + p) * col_stride + jp * nr;
+                        // A zip, not copy_from_slice: a 16-float run is not worth a memcpy call.
+                        for (d, &v) in panel[p * nr..p * nr + cols]
+                            .iter_mut()
+                            .zip(&data[base..base + cols])
+                        {
+                            *d = v;
+                        }
+                    }
+                } else {
+                    for p in 0..kcb {
+                        let base = (k0 + p) * col_stride + jp * nr * row_stride;
+                        for (j, dst) in panel[p * nr..p * nr + cols].iter_mut().enumerate() {
+                            *dst = data[base + j * row_stride];
+                        }
                     }
                 }
             }
             k0 += kcb;
         }
-        Ok(PackedMatrix {
+        PackedMatrix {
             kernel,
             n,
             k,
@@ -180,7 +227,7 @@ impl PackedMatrix {
             kc,
             buf,
             start,
-        })
+        }
     }
 
     /// Output features N (rows of the original `w`).
@@ -233,33 +280,121 @@ pub fn matmul_packed_bias(
     epilogue: Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul_packed_bias";
-    let (m, k) = expect_2d(OP, "x", x.shape(), ["M", "K"])?;
-    expect_shape(OP, "x", x.shape(), &["M", "K"], &[m, w.k])?;
-    expect_shape(OP, "bias", bias.shape(), &["N"], &[w.n])?;
-    expect_shape(OP, "out", out.shape(), &["M", "N"], &[m, w.n])?;
+    let (m, k) = check_packed(OP, &out, x, w, bias)?;
     let call = Call {
         m,
         k,
         n: w.n,
         x: x.as_slice(),
+        lda: k,
         w,
-        bias: bias.as_slice(),
+        bias: Some(bias.as_slice()),
         gelu: epilogue == Epilogue::Gelu,
+        residual: None,
     };
-    let out = out.as_mut_slice();
-    fn missing<T>() -> T {
-        unreachable!("a PackedMatrix is only built for a supported kernel")
+    call.dispatch_parallel(out.as_mut_slice());
+    Ok(())
+}
+
+/// `out[M,N] = x[M,K] · wᵀ + bias[N] + residual[M,N]`: a projection followed by its residual
+/// connection (the input of the next LayerNorm), in one pass over the output.
+///
+/// Rounds like the two separate steps: `fl(fl(x · wᵀ + bias) + residual)`.
+pub fn matmul_packed_bias_residual(
+    mut out: TensorViewMut<'_>,
+    x: TensorView<'_>,
+    w: &PackedMatrix,
+    bias: TensorView<'_>,
+    residual: TensorView<'_>,
+) -> Result<()> {
+    const OP: &str = "matmul_packed_bias_residual";
+    let (m, k) = check_packed(OP, &out, x, w, bias)?;
+    expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, w.n])?;
+    let call = Call {
+        m,
+        k,
+        n: w.n,
+        x: x.as_slice(),
+        lda: k,
+        w,
+        bias: Some(bias.as_slice()),
+        gelu: false,
+        residual: Some(residual.as_slice()),
+    };
+    call.dispatch_parallel(out.as_mut_slice());
+    Ok(())
+}
+
+fn check_packed(
+    op: &'static str,
+    out: &TensorViewMut<'_>,
+    x: TensorView<'_>,
+    w: &PackedMatrix,
+    bias: TensorView<'_>,
+) -> Result<(usize, usize)> {
+    let (m, k) = expect_2d(op, "x", x.shape(), ["M", "K"])?;
+    expect_shape(op, "x", x.shape(), &["M", "K"], &[m, w.k])?;
+    expect_shape(op, "bias", bias.shape(), &["N"], &[w.n])?;
+    expect_shape(op, "out", out.shape(), &["M", "N"], &[m, w.n])?;
+    Ok((m, k))
+}
+
+/// `out[M, N] (row stride ldc) = x[M, K] (row stride lda) · wᵀ` on the calling thread only:
+/// the building block of attention, where the parallelism is over sequences and heads.
+///
+/// # Safety
+/// `out` points to M rows of N writable f32 at row stride `ldc` (`ldc >= N`) that nothing
+/// else accesses during the call. `x` must hold row `M - 1`'s K values at `(M - 1)·lda`
+/// (checked: a short `x` panics before anything is written).
+pub(crate) unsafe fn matmul_packed_serial(
+    out: *mut f32,
+    ldc: usize,
+    x: &[f32],
+    lda: usize,
+    m: usize,
+    w: &PackedMatrix,
+) {
+    let k = w.k;
+    if m > 0 && k > 0 {
+        assert!(
+            x.len() >= (m - 1) * lda + k,
+            "matmul_packed_serial: x too short"
+        );
     }
+    let call = Call {
+        m,
+        k,
+        n: w.n,
+        x,
+        lda,
+        w,
+        bias: None,
+        gelu: false,
+        residual: None,
+    };
+    let out = OutPtr(out);
     match w.kernel {
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx512 => call.run(Avx512Kernel::new().unwrap_or_else(missing), out),
+        // SAFETY: forwarded from this function's contract.
+        GemmKernel::Avx512 => unsafe {
+            call.serial(Avx512Kernel::new().unwrap_or_else(missing), out, ldc)
+        },
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx2 => call.run(Avx2Kernel::new().unwrap_or_else(missing), out),
-        GemmKernel::Portable => call.run(PortableKernel::new().unwrap_or_else(missing), out),
+        // SAFETY: as above.
+        GemmKernel::Avx2 => unsafe {
+            call.serial(Avx2Kernel::new().unwrap_or_else(missing), out, ldc)
+        },
+        // SAFETY: as above.
+        GemmKernel::Portable => unsafe {
+            call.serial(PortableKernel::new().unwrap_or_else(missing), out, ldc)
+        },
         #[allow(unreachable_patterns)]
         _ => missing::<()>(),
     }
-    Ok(())
+}
+
+fn missing<T>() -> T {
+    unreachable!("a PackedMatrix is only built for a supported kernel")
 }
 
 /// The checked operands of one call.
@@ -267,10 +402,14 @@ struct Call<'a> {
     m: usize,
     k: usize,
     n: usize,
+    /// Row `i` of x starts at `x[i·lda]`.
     x: &'a [f32],
+    lda: usize,
     w: &'a PackedMatrix,
-    bias: &'a [f32],
+    bias: Option<&'a [f32]>,
     gelu: bool,
+    /// `[M, N]` added to the output (row stride N) after the bias.
+    residual: Option<&'a [f32]>,
 }
 
 /// The output pointer shared by the tasks of one call, each writing its own disjoint tiles.
@@ -284,6 +423,28 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl Call<'_> {
+    fn dispatch_parallel(&self, out: &mut [f32]) {
+        match self.w.kernel {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx512 => self.run(Avx512Kernel::new().unwrap_or_else(missing), out),
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx2 => self.run(Avx2Kernel::new().unwrap_or_else(missing), out),
+            GemmKernel::Portable => self.run(PortableKernel::new().unwrap_or_else(missing), out),
+            #[allow(unreachable_patterns)]
+            _ => missing::<()>(),
+        }
+    }
+
+    /// The bias padded to whole panels (zeros past N), or None.
+    fn padded_bias(&self) -> Option<Vec<f32>> {
+        self.bias.map(|b| {
+            let mut padded = vec![0.0f32; self.w.n_pad];
+            padded[..self.n].copy_from_slice(b);
+            padded
+        })
+    }
+
+    /// The whole output with row stride N, split into tasks on rayon's threads.
     fn run<Kr: MicroKernel>(&self, kr: Kr, out: &mut [f32]) {
         let (m, n, k) = (self.m, self.n, self.k);
         assert_eq!(out.len(), m * n, "matmul_packed_bias: out length");
@@ -293,19 +454,11 @@ impl Call<'_> {
             return;
         }
         if k == 0 {
-            // No products: what the kernels store for an empty chain, (0 + bias) then GELU.
-            for row in out.chunks_exact_mut(n) {
-                for (o, &b) in row.iter_mut().zip(self.bias) {
-                    let v = 0.0 + b;
-                    *o = if self.gelu { gelu_erf_f32(v) } else { v };
-                }
-            }
+            self.empty_k(out, n);
             return;
         }
         let n_panels = self.w.n_pad / Kr::NR;
-        let mut bias = vec![0.0f32; self.w.n_pad];
-        bias[..n].copy_from_slice(self.bias);
-
+        let bias = self.padded_bias();
         let m_blocks = m.div_ceil(Kr::MC);
         let threads = if m * n * k.max(1) < PAR_MIN_FMAS {
             1
@@ -323,7 +476,7 @@ impl Call<'_> {
             let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
             // SAFETY: task t alone writes rows `rows` x columns of `panels` (clamped to N); see
             // `OutPtr`. `out` outlives the tasks.
-            unsafe { self.block(kr, out_ptr, rows, panels, &bias) };
+            unsafe { self.block(kr, out_ptr, n, rows, panels, bias.as_deref()) };
         };
         if threads == 1 || tasks == 1 {
             (0..tasks).for_each(task);
@@ -332,57 +485,134 @@ impl Call<'_> {
         }
     }
 
+    /// No products: what the kernels store for an empty chain, (0 + bias), GELU, + residual.
+    fn empty_k(&self, out: &mut [f32], n: usize) {
+        for (i, row) in out.chunks_exact_mut(n).enumerate() {
+            for (j, o) in row.iter_mut().enumerate() {
+                let mut v = 0.0 + self.bias.map_or(0.0, |b| b[j]);
+                if self.gelu {
+                    v = gelu_erf_f32(v);
+                }
+                if let Some(r) = self.residual {
+                    v += r[i * n + j];
+                }
+                *o = v;
+            }
+        }
+    }
+
+    /// The whole output on the calling thread, at row stride `ldc`.
+    ///
+    /// # Safety
+    /// `out` points to M rows of N f32 at row stride `ldc` that nothing else accesses.
+    unsafe fn serial<Kr: MicroKernel>(&self, kr: Kr, out: OutPtr, ldc: usize) {
+        assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
+        assert_eq!(self.w.kc, Kr::KC, "packed for another kernel");
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        if self.k == 0 {
+            for i in 0..self.m {
+                // SAFETY: row i < M of the caller's region.
+                unsafe { std::slice::from_raw_parts_mut(out.0.add(i * ldc), self.n) }.fill(0.0);
+            }
+            return;
+        }
+        let bias = self.padded_bias();
+        let n_panels = self.w.n_pad / Kr::NR;
+        let mut r0 = 0;
+        while r0 < self.m {
+            let rows = r0..(r0 + Kr::MC).min(self.m);
+            // SAFETY: forwarded from this function's contract.
+            unsafe { self.block(kr, out, ldc, rows, 0..n_panels, bias.as_deref()) };
+            r0 += Kr::MC;
+        }
+    }
+
     /// Computes rows `rows` x the columns of B panels `panels` of the output.
     ///
     /// # Safety
-    /// `out` points to the M x N output; no other thread accesses this region during the call.
+    /// `out` points to the M x N output at row stride `ldc`; no other thread accesses this
+    /// region during the call.
     unsafe fn block<Kr: MicroKernel>(
         &self,
         kr: Kr,
         out: OutPtr,
+        ldc: usize,
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
-        bias: &[f32],
+        bias: Option<&[f32]>,
     ) {
         let (mr, nr, n, k) = (Kr::MR, Kr::NR, self.n, self.k);
         let a_panels = rows.len().div_ceil(mr);
-        let (mut a_buf, a_start) = aligned_zeros(a_panels * mr * Kr::KC.min(k));
+        // Direct: whole MR-row panels are read in place from x (row-major), only a last,
+        // partial panel is packed (zero rows past the end); otherwise every panel is packed.
+        let direct = DIRECT_A;
+        let full_panels = rows.len() / mr;
+        let packed_from = if direct { full_panels } else { 0 };
+        let (mut a_buf, a_start) = aligned_zeros((a_panels - packed_from) * mr * Kr::KC.min(k));
         let mut k0 = 0;
         loop {
             let kcb = Kr::KC.min(k - k0);
-            let a_pack = &mut a_buf[a_start..a_start + a_panels * mr * kcb];
-            self.pack_a(a_pack, rows.clone(), k0, kcb, mr);
+            let a_pack = &mut a_buf[a_start..a_start + (a_panels - packed_from) * mr * kcb];
+            self.pack_a(a_pack, rows.start + packed_from * mr..rows.end, k0, kcb, mr);
             let first = k0 == 0;
             let last = k0 + kcb == k;
             for jp in panels.clone() {
                 let b_panel = self.w.panel(k0, kcb, jp);
                 let j0 = jp * nr;
                 let cols = nr.min(n - j0);
-                let bias_ptr = if last {
-                    bias[j0..j0 + nr].as_ptr()
-                } else {
-                    std::ptr::null()
+                let bias_ptr = match bias {
+                    Some(b) if last => b[j0..j0 + nr].as_ptr(),
+                    _ => std::ptr::null(),
                 };
                 let gelu = last && self.gelu;
-                for (ip, a_panel) in a_pack.chunks_exact(mr * kcb).enumerate() {
+                for ip in 0..a_panels {
                     let r0 = rows.start + ip * mr;
                     let tile_rows = mr.min(rows.end - r0);
+                    // One register tile into c (row stride ldc_c).
+                    let run_tile = |c: *mut f32, ldc_c: usize| {
+                        if ip < packed_from {
+                            let a = &self.x[r0 * self.lda + k0..];
+                            debug_assert!(a.len() >= (mr - 1) * self.lda + kcb);
+                            // SAFETY: rows r0 .. r0 + MR <= rows.end <= M of x hold kcb values
+                            // from k0 at stride lda (checked when the call was built); the
+                            // rest as for `tile` below.
+                            unsafe {
+                                kr.tile_rows(
+                                    kcb,
+                                    a.as_ptr(),
+                                    self.lda,
+                                    b_panel.as_ptr(),
+                                    c,
+                                    ldc_c,
+                                    !first,
+                                    bias_ptr,
+                                    gelu,
+                                )
+                            }
+                        } else {
+                            let a_panel = &a_pack[(ip - packed_from) * mr * kcb..][..mr * kcb];
+                            // SAFETY: a_panel holds kcb·MR f32, b_panel kcb·NR, bias_ptr NR
+                            // (or null); c is an MR x NR tile the caller may write.
+                            unsafe {
+                                kr.tile(
+                                    kcb,
+                                    a_panel.as_ptr(),
+                                    b_panel.as_ptr(),
+                                    c,
+                                    ldc_c,
+                                    !first,
+                                    bias_ptr,
+                                    gelu,
+                                )
+                            }
+                        }
+                    };
                     if tile_rows == mr && cols == nr {
-                        // SAFETY: a_panel holds kcb·MR f32, b_panel kcb·NR, bias_ptr NR (or
-                        // null); the MR x NR tile at (r0, j0) lies inside the M x N output
+                        // The MR x NR tile at (r0, j0) lies inside the M x N output
                         // (r0 + MR <= M, j0 + NR <= N) and inside this task's region.
-                        unsafe {
-                            kr.tile(
-                                kcb,
-                                a_panel.as_ptr(),
-                                b_panel.as_ptr(),
-                                out.0.add(r0 * n + j0),
-                                n,
-                                !first,
-                                bias_ptr,
-                                gelu,
-                            )
-                        };
+                        run_tile(unsafe { out.0.add(r0 * ldc + j0) }, ldc);
                     } else {
                         // Edge tile: the same kernel on a scratch tile, then copy the valid part.
                         let mut tmp = [0.0f32; MAX_TILE];
@@ -390,32 +620,34 @@ impl Call<'_> {
                             // SAFETY: row r0 + i < M, columns j0..j0 + cols <= N: inside the
                             // output and this task's region.
                             let dst = unsafe {
-                                std::slice::from_raw_parts_mut(out.0.add((r0 + i) * n + j0), cols)
+                                std::slice::from_raw_parts_mut(out.0.add((r0 + i) * ldc + j0), cols)
                             };
                             if !first {
                                 tmp[i * nr..i * nr + cols].copy_from_slice(dst);
                             }
                         }
-                        // SAFETY: as for the full tile; `tmp` holds MAX_TILE >= MR·NR f32 and
-                        // is the MR x NR tile with row stride NR.
-                        unsafe {
-                            kr.tile(
-                                kcb,
-                                a_panel.as_ptr(),
-                                b_panel.as_ptr(),
-                                tmp.as_mut_ptr(),
-                                nr,
-                                !first,
-                                bias_ptr,
-                                gelu,
-                            )
-                        };
+                        // `tmp` holds MAX_TILE >= MR·NR f32: the MR x NR tile, row stride NR.
+                        run_tile(tmp.as_mut_ptr(), nr);
                         for i in 0..tile_rows {
                             // SAFETY: as above.
                             let dst = unsafe {
-                                std::slice::from_raw_parts_mut(out.0.add((r0 + i) * n + j0), cols)
+                                std::slice::from_raw_parts_mut(out.0.add((r0 + i) * ldc + j0), cols)
                             };
                             dst.copy_from_slice(&tmp[i * nr..i * nr + cols]);
+                        }
+                    }
+                    if let (true, Some(residual)) = (last, self.residual) {
+                        // The tile is still in L1: add the residual connection now.
+                        for i in 0..tile_rows {
+                            let r = r0 + i;
+                            // SAFETY: as for the edge tile rows above.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(out.0.add(r * ldc + j0), cols)
+                            };
+                            let src = &residual[r * n + j0..r * n + j0 + cols];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d += s;
+                            }
                         }
                     }
                 }
@@ -441,7 +673,7 @@ impl Call<'_> {
             for i in 0..mr {
                 let r = rows.start + ip * mr + i;
                 if r < rows.end {
-                    let src = &self.x[r * self.k + k0..][..kcb];
+                    let src = &self.x[r * self.lda + k0..][..kcb];
                     for (p, &v) in src.iter().enumerate() {
                         panel[p * mr + i] = v;
                     }

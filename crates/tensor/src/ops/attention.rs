@@ -9,16 +9,30 @@
 //! ctx_h[T,d]  = P · V_h[T,d]                          // written to out[:, h*d..(h+1)*d]
 //! ```
 //!
-//! The heads are read in place through strides (no copy of Q, K, V), including from a fused
-//! `[T, 3H]` QKV buffer. Heads run in parallel on rayon's threads, each into its own buffer; the
-//! result is the same for any thread count.
+//! # Kernel
+//! One task per (sequence, head), on rayon's threads: K_h and V_h are packed once for the
+//! packed-GEMM micro-kernel straight from the projection output (through strides, no copy of Q,
+//! K, V), then the queries run in blocks of [`QUERY_BLOCK`] rows so that the block's score rows
+//! (`QUERY_BLOCK x T` f32: 192 KB at T = 512) stay in L2 between the score GEMM, the fused
+//! scale + softmax and the context GEMM. Scores are `fl(Q_h·K_hᵀ)` (one FMA chain per element,
+//! as in the linear layers), then `· scale` in f32, then softmax.
+//!
+//! Each output element depends only on its own sequence, so results do not depend on the
+//! other sequences of a batch, on the task split or on the thread count.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
-use crate::gemm::{sgemm, Mat, MatMut};
-use crate::ops::softmax::softmax_row;
+use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
+use crate::ops::softmax::{softmax_row_scaled, SoftmaxKernel};
 use crate::tensor::{TensorView, TensorViewMut};
+
+/// Query rows per score block (a multiple of both micro-kernels' MR, 6 and 8).
+const QUERY_BLOCK: usize = 96;
+/// Below this many multiply-adds in all (about 2·T²·H) the heads run on the calling thread.
+const PAR_MIN_FMAS: usize = 1 << 16;
 
 /// `out[T,H] = attention(q[T,H], k[T,H], v[T,H])` with `n_heads` heads of `H / n_heads` columns.
 pub fn attention_single_sequence(
@@ -38,27 +52,85 @@ pub fn attention_single_sequence(
         data: s.as_slice(),
         row_stride: h,
     });
-    attention(out.as_mut_slice(), t, h, n_heads, sources);
+    attention(
+        out.as_mut_slice(),
+        h,
+        n_heads,
+        sources,
+        &[0..t],
+        GemmKernel::detect(),
+    );
     Ok(())
 }
 
 /// `out[T,H] = attention(q, k, v)` where `qkv[T, 3H]` holds `[q | k | v]` side by side in each row
 /// (the output of one matmul with the three projection weights stacked along N).
 pub fn attention_single_sequence_qkv(
-    mut out: TensorViewMut<'_>,
+    out: TensorViewMut<'_>,
     qkv: TensorView<'_>,
     n_heads: usize,
 ) -> Result<()> {
-    const OP: &str = "attention_single_sequence_qkv";
-    let (t, h) = expect_2d(OP, "out", out.shape(), ["T", "H"])?;
-    expect_shape(OP, "qkv", qkv.shape(), &["T", "3*H"], &[t, 3 * h])?;
-    check_heads(OP, h, n_heads)?;
+    let t = qkv.shape().first().copied().unwrap_or(0);
+    packed_qkv(
+        "attention_single_sequence_qkv",
+        out,
+        qkv,
+        &[0..t],
+        n_heads,
+        GemmKernel::detect(),
+    )
+}
+
+/// Attention over a packed batch: `qkv[T_total, 3H]` holds the sequences' rows one after the
+/// other (`sequences`: ascending, non-overlapping row ranges), and each sequence attends only
+/// over its own rows (no padding, no mask). Rows outside every range are left untouched.
+/// `kernel` picks the GEMM micro-kernel (tests pin each one the CPU supports).
+pub fn attention_packed_qkv(
+    out: TensorViewMut<'_>,
+    qkv: TensorView<'_>,
+    sequences: &[Range<usize>],
+    n_heads: usize,
+    kernel: GemmKernel,
+) -> Result<()> {
+    packed_qkv("attention_packed_qkv", out, qkv, sequences, n_heads, kernel)
+}
+
+fn packed_qkv(
+    op: &'static str,
+    mut out: TensorViewMut<'_>,
+    qkv: TensorView<'_>,
+    sequences: &[Range<usize>],
+    n_heads: usize,
+    kernel: GemmKernel,
+) -> Result<()> {
+    let (t, h) = expect_2d(op, "out", out.shape(), ["T", "H"])?;
+    expect_shape(op, "qkv", qkv.shape(), &["T", "3*H"], &[t, 3 * h])?;
+    check_heads(op, h, n_heads)?;
+    let mut end = 0;
+    for (i, r) in sequences.iter().enumerate() {
+        if r.start < end || r.start > r.end || r.end > t {
+            return Err(TensorError::InvalidArgument {
+                op,
+                message: format!(
+                    "sequence {i} has rows {r:?}: ranges must be ascending, disjoint and within \
+                     the {t} rows"
+                ),
+            });
+        }
+        end = r.end;
+    }
+    if !kernel.is_supported() {
+        return Err(TensorError::InvalidArgument {
+            op,
+            message: format!("GEMM kernel {kernel:?} is not supported by this CPU"),
+        });
+    }
     let data = qkv.as_slice();
     let sources = [0, h, 2 * h].map(|offset| Columns {
         data: data.get(offset..).unwrap_or(&[]),
         row_stride: 3 * h,
     });
-    attention(out.as_mut_slice(), t, h, n_heads, sources);
+    attention(out.as_mut_slice(), h, n_heads, sources, sequences, kernel);
     Ok(())
 }
 
@@ -80,51 +152,101 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    /// Columns `col .. col + d` of all `t` rows, as a `[t, d]` matrix.
-    fn block(self, t: usize, col: usize, d: usize) -> Mat<'a> {
-        Mat::new(&self.data[col..], t, d, self.row_stride, 1)
-    }
-
-    /// The transpose of [`Self::block`], as a `[d, t]` matrix.
-    fn block_t(self, t: usize, col: usize, d: usize) -> Mat<'a> {
-        Mat::new(&self.data[col..], d, t, 1, self.row_stride)
+    /// From row `row`, column `col` on.
+    fn from(self, row: usize, col: usize) -> &'a [f32] {
+        &self.data[row * self.row_stride + col..]
     }
 }
 
-/// out[T,H] from checked q, k, v sources.
-fn attention(out: &mut [f32], t: usize, h: usize, n_heads: usize, [q, k, v]: [Columns<'_>; 3]) {
-    if t == 0 || h == 0 {
+/// The output shared by the (sequence, head) tasks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes only its own sequence's rows x its own head's columns (the ranges are
+// checked disjoint), and `attention` returns only after rayon has joined every task.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method, so that closures capture the whole (Sync) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// out[T,H] from checked q, k, v sources and sequence ranges.
+fn attention(
+    out: &mut [f32],
+    h: usize,
+    n_heads: usize,
+    [q, k, v]: [Columns<'_>; 3],
+    sequences: &[Range<usize>],
+    kernel: GemmKernel,
+) {
+    if h == 0 || sequences.iter().all(|r| r.is_empty()) {
         return;
     }
     let d = h / n_heads;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let heads: Vec<Vec<f32>> = (0..n_heads)
-        .into_par_iter()
-        .map(|head| {
-            let col = head * d;
-            // scores[T,T] = Q_h · K_hᵀ / √d
-            let mut scores = vec![0.0f32; t * t];
-            sgemm(
-                MatMut::new(&mut scores, t, t, t),
-                scale,
-                q.block(t, col, d),
-                k.block_t(t, col, d),
-            );
-            scores.chunks_exact_mut(t).for_each(softmax_row);
-            // ctx[T,d] = P · V_h
-            let mut ctx = vec![0.0f32; t * d];
-            sgemm(
-                MatMut::new(&mut ctx, t, d, d),
-                1.0,
-                Mat::new(&scores, t, t, t, 1),
-                v.block(t, col, d),
-            );
-            ctx
-        })
-        .collect();
-    for (head, ctx) in heads.iter().enumerate() {
-        for (out_row, ctx_row) in out.chunks_exact_mut(h).zip(ctx.chunks_exact(d)) {
-            out_row[head * d..(head + 1) * d].copy_from_slice(ctx_row);
+    let softmax = match kernel {
+        GemmKernel::Portable => SoftmaxKernel::Scalar,
+        _ => SoftmaxKernel::detect(),
+    };
+    let rows_total = out.len() / h;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = |index: usize| {
+        let (rows, head) = (&sequences[index / n_heads], index % n_heads);
+        let t = rows.len();
+        if t == 0 {
+            return;
         }
+        debug_assert!(rows.end <= rows_total);
+        let col = head * d;
+        // K_h as B of scores = Q_h · K_hᵀ: N = t keys, K = d.
+        let keys =
+            PackedMatrix::pack_strided(k.from(rows.start, col), t, d, k.row_stride, 1, kernel);
+        // V_h as B of ctx = P · V_h: N = d, K = t, read transposed.
+        let values =
+            PackedMatrix::pack_strided(v.from(rows.start, col), d, t, 1, v.row_stride, kernel);
+        let mut scores = vec![0.0f32; QUERY_BLOCK.min(t) * t];
+        let mut r0 = 0;
+        while r0 < t {
+            let m = QUERY_BLOCK.min(t - r0);
+            let block = &mut scores[..m * t];
+            // SAFETY: `block` is m rows of t f32 at stride t, owned here.
+            unsafe {
+                matmul_packed_serial(
+                    block.as_mut_ptr(),
+                    t,
+                    q.from(rows.start + r0, col),
+                    q.row_stride,
+                    m,
+                    &keys,
+                )
+            };
+            for row in block.chunks_exact_mut(t) {
+                softmax_row_scaled(row, scale, softmax);
+            }
+            // SAFETY: rows rows.start + r0 .. + m (< rows.end <= rows_total) x columns
+            // col .. col + d (<= h) of `out`, at stride h: this task's own region (see OutPtr).
+            unsafe {
+                matmul_packed_serial(
+                    out_ptr.get().add((rows.start + r0) * h + col),
+                    h,
+                    block,
+                    t,
+                    m,
+                    &values,
+                )
+            };
+            r0 += m;
+        }
+    };
+    let tasks = sequences.len() * n_heads;
+    let fmas: usize = sequences.iter().map(|r| 2 * r.len() * r.len() * h).sum();
+    if tasks > 1 && fmas >= PAR_MIN_FMAS && rayon::current_num_threads() > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
     }
 }

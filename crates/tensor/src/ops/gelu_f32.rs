@@ -87,12 +87,12 @@ const G: [f32; 10] = [
 const Z_MAX: f32 = 9.0;
 const X_HI: f32 = 10.0;
 const X_LO: f32 = -12.0;
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2_E: f32 = std::f32::consts::LOG2_E;
 // ln 2 = LN2_HI + LN2_LO; LN2_HI has 9 significant bits, so n·LN2_HI is exact for |n| < 2^15.
-const LN2_HI: f32 = 0.693_359_375;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const LN2_HI: f32 = 0.693_359_375;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
 // exp(r) for |r| <= ln2/2: Taylor coefficients 1/i!, i = 0..=7, highest first for Horner.
-const EXP_P: [f32; 8] = [
+pub(crate) const EXP_P: [f32; 8] = [
     1.0 / 5040.0,
     1.0 / 720.0,
     1.0 / 120.0,

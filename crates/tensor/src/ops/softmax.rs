@@ -40,3 +40,155 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
         *v = (*v as f64 * inv) as f32;
     }
 }
+
+/// How [`softmax_row_scaled`] runs: the vector kernel or the scalar twin ([`softmax_row`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SoftmaxKernel {
+    /// AVX2 + FMA: a vectorised exp (range reduction by ln 2, degree-7 Taylor polynomial, the
+    /// one GELU uses: within 2 ulp of the true value), the sum in f64, the normalisation in f32.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Scalar,
+}
+
+impl SoftmaxKernel {
+    /// The fastest kernel this CPU supports.
+    pub(crate) fn detect() -> SoftmaxKernel {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return SoftmaxKernel::Avx2;
+        }
+        SoftmaxKernel::Scalar
+    }
+}
+
+/// `row = softmax(row · scale)`: attention's scaling fused into the softmax passes.
+///
+/// Scaling happens first, in f32, exactly as `scores · scale` then softmax would. Special rows
+/// (an infinite or NaN maximum) take the scalar path, so `-inf`, all-masked and NaN rows behave
+/// as [`softmax_row`] documents with either kernel.
+pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKernel) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        SoftmaxKernel::Avx2 => {
+            assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+            // SAFETY: AVX2 + FMA were just checked (the check is a cached load).
+            unsafe { x86::softmax_row_scaled_avx2(row, scale) }
+        }
+        SoftmaxKernel::Scalar => {
+            for v in row.iter_mut() {
+                *v *= scale;
+            }
+            softmax_row(row);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use crate::ops::gelu_f32::{EXP_P, LN2_HI, LN2_LO, LOG2_E};
+
+    /// exp of 8 lanes. Below -88 (-inf included) gives 0 (exp(-88) = 6e-39 only matters
+    /// against a sum of at least 1 as a denormal); NaN stays NaN; valid for x <= 88.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_avx2(x: __m256) -> __m256 {
+        // maxps returns its second operand when either is NaN: NaN goes on.
+        let x = _mm256_max_ps(_mm256_set1_ps(-88.0), x);
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        // n >= -127: the biased exponent n + 127 >= 0 (0 gives the value 0).
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
+    }
+
+    /// The scalar lane of [`exp_avx2`], for row tails (the same operations, so the same bits).
+    #[inline]
+    fn exp_lane(x: f32) -> f32 {
+        let x = if x.is_nan() { x } else { x.max(-88.0) };
+        let n = (x * LOG2_E).round_ties_even();
+        let r = n.mul_add(-LN2_HI, x);
+        let r = n.mul_add(-LN2_LO, r);
+        let mut p = EXP_P[0];
+        for &c in &EXP_P[1..] {
+            p = p.mul_add(r, c);
+        }
+        if x.is_nan() {
+            return x;
+        }
+        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_row_scaled_avx2(row: &mut [f32], scale: f32) {
+        let n = row.len();
+        let body = n - n % 8;
+        let ptr = row.as_mut_ptr();
+        // SAFETY (whole body): vector accesses cover ptr + i .. + 8 for i + 8 <= body <= n.
+        unsafe {
+            let vs = _mm256_set1_ps(scale);
+            let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < body {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(ptr.add(i)), vs);
+                _mm256_storeu_ps(ptr.add(i), v);
+                // Second operand on NaN: NaN entries are skipped, as f32::max does.
+                vmax = _mm256_max_ps(v, vmax);
+                i += 8;
+            }
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+            let mut max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            for v in &mut row[body..] {
+                *v *= scale;
+                max = max.max(*v);
+            }
+            if !max.is_finite() {
+                super::softmax_row(row);
+                return;
+            }
+            let vm = _mm256_set1_ps(max);
+            let mut sum_lo = _mm256_setzero_pd();
+            let mut sum_hi = _mm256_setzero_pd();
+            let mut i = 0;
+            while i < body {
+                let e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(i)), vm));
+                _mm256_storeu_ps(ptr.add(i), e);
+                sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+                sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+                i += 8;
+            }
+            let mut halves = [0.0f64; 4];
+            _mm256_storeu_pd(halves.as_mut_ptr(), _mm256_add_pd(sum_lo, sum_hi));
+            let mut sum = halves.iter().sum::<f64>();
+            for v in &mut row[body..] {
+                *v = exp_lane(*v - max);
+                sum += *v as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            let vi = _mm256_set1_ps(inv);
+            let mut i = 0;
+            while i < body {
+                _mm256_storeu_ps(ptr.add(i), _mm256_mul_ps(_mm256_loadu_ps(ptr.add(i)), vi));
+                i += 8;
+            }
+            for v in &mut row[body..] {
+                *v *= inv;
+            }
+        }
+    }
+}

@@ -19,6 +19,9 @@ pub(crate) mod x86;
 /// Largest MR·NR of any kernel (AVX-512: 8 x 32), for edge-tile scratch space on the stack.
 pub(crate) const MAX_TILE: usize = 8 * 32;
 
+/// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
+pub(crate) const MAX_A_PANEL: usize = 8 * 256;
+
 /// `C[MR x NR] (+)= A_panel · B_panel`, then optionally `+ bias` and GELU.
 ///
 /// Blocking constants live here, per kernel, so that the packed layout of B (NR, KC) and the
@@ -57,4 +60,37 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         bias: *const f32,
         gelu: bool,
     );
+
+    /// [`Self::tile`] with A read in place: row `i` of the MR x k panel at `a + i·lda`,
+    /// contiguous along k (a row-major matrix, no packing). Same results as packing the
+    /// rows and calling `tile`. The default packs onto the stack; SIMD kernels read in place.
+    ///
+    /// # Safety
+    /// As [`Self::tile`], except that `a + i·lda .. + k` must be readable for every i < MR,
+    /// and `k <= KC`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows(
+        self,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    ) {
+        assert!(Self::MR * k <= MAX_A_PANEL, "tile_rows: k above KC");
+        let mut panel = [0.0f32; MAX_A_PANEL];
+        for i in 0..Self::MR {
+            // SAFETY: row i's k values are readable (contract).
+            let row = unsafe { std::slice::from_raw_parts(a.add(i * lda), k) };
+            for (p, &v) in row.iter().enumerate() {
+                panel[p * Self::MR + i] = v;
+            }
+        }
+        // SAFETY: `panel` holds k·MR packed f32; the rest is the caller's contract.
+        unsafe { self.tile(k, panel.as_ptr(), b, c, ldc, accumulate, bias, gelu) }
+    }
 }

@@ -40,17 +40,41 @@ impl MicroKernel for Avx2Kernel {
     ) {
         // SAFETY: holding `self` proves AVX2 + FMA; the pointer contract is the caller's (the
         // same as this trait method's).
-        unsafe { tile_avx2(k, a, b, c, ldc, accumulate, bias, gelu) }
+        unsafe { tile_avx2::<MR_AVX2>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu) }
+    }
+
+    unsafe fn tile_rows(
+        self,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    ) {
+        // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p, readable by contract.
+        unsafe { tile_avx2::<MR_AVX2>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu) }
     }
 }
 
+const MR_AVX2: usize = 6;
+
+/// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
+///
 /// # Safety
-/// AVX2 + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16.
+/// AVX2 + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16, A's
+/// elements readable at the strided addresses.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<const MR: usize>(
     k: usize,
     a: *const f32,
+    a_row: usize,
+    a_col: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -58,10 +82,9 @@ unsafe fn tile_avx2(
     bias: *const f32,
     gelu: bool,
 ) {
-    const MR: usize = 6;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
-    // c + i·ldc + {0, 8} .. +8 for i < 6 (a 6 x 16 tile), a + p·6 + i for p < k, i < 6,
+    // c + i·ldc + {0, 8} .. +8 for i < 6 (a 6 x 16 tile), a + i·a_row + p·a_col for p < k, i < 6,
     // b + p·16 + {0, 8} .. +8 for p < k, bias + {0, 8} .. +8. Loads and stores are unaligned.
     unsafe {
         if accumulate {
@@ -70,12 +93,12 @@ unsafe fn tile_avx2(
                 row[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
             }
         }
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
             let b0 = _mm256_loadu_ps(b.add(p * 16));
             let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            let ap = a.add(p * MR);
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ap.add(i));
+                let ai = _mm256_broadcast_ss(&*rows[i].add(p * a_col));
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
