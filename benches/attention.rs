@@ -37,8 +37,8 @@ struct Case {
 
 impl Case {
     fn new((seqs, t, h, heads): (usize, usize, usize, usize)) -> Case {
-        let qkv = Tensor::from_vec(pseudo_random(seqs * t * 3 * h, 7, 2.0), &[seqs * t, 3 * h])
-            .unwrap();
+        let qkv =
+            Tensor::from_vec(pseudo_random(seqs * t * 3 * h, 7, 2.0), &[seqs * t, 3 * h]).unwrap();
         Case {
             seqs,
             t,
@@ -58,8 +58,14 @@ impl Case {
     }
 
     fn packed(&self, out: &mut Tensor, kernel: GemmKernel) {
-        attention_packed_qkv(out.view_mut(), self.qkv.view(), &self.ranges, self.heads, kernel)
-            .unwrap();
+        attention_packed_qkv(
+            out.view_mut(),
+            self.qkv.view(),
+            &self.ranges,
+            self.heads,
+            kernel,
+        )
+        .unwrap();
     }
 
     /// The matrixmultiply route, parallel over (sequence, head) like the packed kernel.
@@ -106,12 +112,15 @@ fn attention(c: &mut Criterion) {
         let mut out = Tensor::zeros(&[case.seqs * case.t, case.h]);
         group.throughput(Throughput::Elements(case.flops()));
         for kernel in GemmKernel::supported() {
-            group.bench_function(BenchmarkId::new(case.id(), format!("packed_{kernel:?}")), |b| {
-                b.iter(|| {
-                    case.packed(&mut out, kernel);
-                    black_box(out.as_slice());
-                })
-            });
+            group.bench_function(
+                BenchmarkId::new(case.id(), format!("packed_{kernel:?}")),
+                |b| {
+                    b.iter(|| {
+                        case.packed(&mut out, kernel);
+                        black_box(out.as_slice());
+                    })
+                },
+            );
         }
         group.bench_function(BenchmarkId::new(case.id(), "matrixmultiply"), |b| {
             b.iter(|| {

@@ -12,9 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use koembed_benches::{
-    interleaved_medians, matmul_flops, percent_of_peak, pseudo_random, Variant,
-};
+use koembed_benches::{interleaved_medians, matmul_flops, percent_of_peak, pseudo_random, Variant};
 use koembed_tensor::{
     gelu_erf_f32_inplace_with, gelu_erf_inplace, matmul_bias_nt, matmul_packed_bias, Epilogue,
     GeluKernel, GemmKernel, PackedMatrix, Tensor,

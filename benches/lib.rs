@@ -59,4 +59,3 @@ pub fn interleaved_medians(reps: usize, variants: &mut [Variant<'_>]) -> Vec<(f6
         })
         .collect()
 }
-

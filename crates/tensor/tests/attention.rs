@@ -4,7 +4,10 @@ mod common;
 
 use common::{bits, Rng, SIZES};
 use koembed_tensor::testing::{assert_close, Tolerance};
-use koembed_tensor::{attention_single_sequence, attention_single_sequence_qkv, Tensor};
+use koembed_tensor::{
+    attention_packed_qkv, attention_single_sequence, attention_single_sequence_qkv, GemmKernel,
+    Tensor,
+};
 
 fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(data, shape).unwrap()
@@ -172,4 +175,83 @@ fn errors() {
     let mut o0 = Tensor::zeros(&[0, 12]);
     attention_single_sequence(o0.view_mut(), e0.view(), e0.view(), e0.view(), 3).unwrap();
     attention_single_sequence_qkv(o0.view_mut(), Tensor::zeros(&[0, 36]).view(), 3).unwrap();
+}
+
+/// Sequences of these lengths packed one after the other (200 spans three query blocks).
+const PACKED_LENGTHS: [usize; 7] = [1, 7, 17, 65, 130, 3, 200];
+
+#[test]
+fn packed_batch_matches_the_definition_with_every_kernel() {
+    let mut rng = Rng::new(32);
+    for (h, heads) in [(21, 3), (384, 12), (64, 1)] {
+        let total: usize = PACKED_LENGTHS.iter().sum::<usize>() + 5;
+        let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
+        // Sequences with a gap of 5 rows in front (rows outside every range stay untouched).
+        let mut ranges = Vec::new();
+        let mut start = 5;
+        for len in PACKED_LENGTHS {
+            ranges.push(start..start + len);
+            start += len;
+        }
+        for kernel in GemmKernel::supported() {
+            let mut out = Tensor::full(&[total, h], f32::NAN);
+            attention_packed_qkv(
+                out.view_mut(),
+                t(qkv.clone(), &[total, 3 * h]).view(),
+                &ranges,
+                heads,
+                kernel,
+            )
+            .unwrap();
+            assert!(
+                out.as_slice()[..5 * h].iter().all(|v| v.is_nan()),
+                "gap rows written"
+            );
+            for r in &ranges {
+                let part = |which: usize| -> Vec<f32> {
+                    qkv[r.start * 3 * h..r.end * 3 * h]
+                        .chunks(3 * h)
+                        .flat_map(|row| row[which * h..(which + 1) * h].to_vec())
+                        .collect()
+                };
+                let want = reference(&part(0), &part(1), &part(2), r.len(), h, heads);
+                let got = &out.as_slice()[r.start * h..r.end * h];
+                let what = format!("{kernel:?} H={h} heads={heads} sequence {r:?}");
+                let tol = Tolerance {
+                    abs: 2e-6,
+                    rel: 1e-5,
+                };
+                assert_close(&what, got, &want, &[r.len(), h], tol);
+
+                // The same sequence alone gives the same bits as inside the batch.
+                let alone: Vec<f32> = qkv[r.start * 3 * h..r.end * 3 * h].to_vec();
+                let mut out_alone = Tensor::full(&[r.len(), h], f32::NAN);
+                attention_packed_qkv(
+                    out_alone.view_mut(),
+                    t(alone, &[r.len(), 3 * h]).view(),
+                    &[0..r.len()],
+                    heads,
+                    kernel,
+                )
+                .unwrap();
+                assert_eq!(
+                    bits(out_alone.as_slice()),
+                    bits(got),
+                    "{what}: alone vs batch"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_batch_refuses_bad_ranges() {
+    let qkv = Tensor::zeros(&[10, 36]);
+    let mut out = Tensor::full(&[10, 12], f32::NAN);
+    let k = GemmKernel::detect();
+    for bad in [vec![0..4, 3..6], vec![0..11], vec![5..4]] {
+        let e = attention_packed_qkv(out.view_mut(), qkv.view(), &bad, 3, k).unwrap_err();
+        assert!(e.to_string().contains("ascending, disjoint"), "{e}");
+    }
+    assert!(out.as_slice().iter().all(|v| v.is_nan()));
 }

@@ -246,3 +246,54 @@ fn empty_dimensions_and_shape_errors() {
     assert!(out.as_slice().iter().all(|v| v.is_nan()), "nothing written");
     assert!(PackedMatrix::pack_b(Tensor::zeros(&[2, 3, 4]).view()).is_err());
 }
+
+#[test]
+fn residual_epilogue_is_the_plain_result_plus_the_residual() {
+    let mut rng = Rng::new(17);
+    for kernel in GemmKernel::supported() {
+        for (m, k, n) in [
+            (1, 7, 3),
+            (7, 65, 17),
+            (17, 384, 65),
+            (65, 17, 384),
+            (130, 1025, 7),
+        ] {
+            let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            let r = t(rng.uniform_vec(m * n, -3.0, 3.0), &[m, n]);
+            let plain = packed_call(kernel, &x, &w, &b, Epilogue::None);
+            let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+            let mut got = Tensor::full(&[m, n], f32::NAN);
+            koembed_tensor::matmul_packed_bias_residual(
+                got.view_mut(),
+                x.view(),
+                &p,
+                b.view(),
+                r.view(),
+            )
+            .unwrap();
+            let want: Vec<f32> = plain
+                .as_slice()
+                .iter()
+                .zip(r.as_slice())
+                .map(|(a, b)| a + b)
+                .collect();
+            assert_eq!(
+                bits(got.as_slice()),
+                bits(&want),
+                "{kernel:?} m={m} k={k} n={n}: fl(fl(x·wᵀ + b) + r)"
+            );
+        }
+    }
+    let p = PackedMatrix::pack_b(Tensor::zeros(&[4, 3]).view()).unwrap();
+    let e = koembed_tensor::matmul_packed_bias_residual(
+        Tensor::zeros(&[2, 4]).view_mut(),
+        Tensor::zeros(&[2, 3]).view(),
+        &p,
+        Tensor::zeros(&[4]).view(),
+        Tensor::zeros(&[2, 5]).view(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`residual` has shape [2, 5]"), "{e}");
+}

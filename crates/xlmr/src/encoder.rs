@@ -136,6 +136,8 @@ impl Encoder {
             .map(|i| EncoderLayer::load(&scope, &format!("encoder.layer.{i}"), &config))
             .collect::<Result<Vec<_>, _>>()?;
         drop(scope);
+        // The layers hold packed copies now; the mapped originals need not stay resident.
+        store.release_resident_pages();
         Ok(Encoder {
             config,
             store,
@@ -177,18 +179,27 @@ impl Encoder {
     /// word + position + token type 0, then LayerNorm.
     fn embed(&self, batch: &PackedBatch) -> Tensor {
         let h = self.config.hidden_size;
-        let word = self.store.f32_data(&self.embeddings.word);
         let position = self.store.f32_data(&self.embeddings.position);
         // The XLM-R tokenizer gives no token_type_ids: every token uses row 0.
         let token_type = &self.store.f32_data(&self.embeddings.token_type)[..h];
         let mut x = Tensor::zeros(&[batch.num_tokens(), h]);
+        let ids = batch.ids.iter().map(|&id| id as usize);
+        if self
+            .store
+            .gather_rows(&self.embeddings.word, h, ids.clone(), x.as_mut_slice())
+            .is_err()
+        {
+            // A failed read of a file that is mapped and checked: read the rows from the map.
+            let word = self.store.f32_data(&self.embeddings.word);
+            for (id, out) in ids.zip(x.as_mut_slice().chunks_exact_mut(h)) {
+                out.copy_from_slice(&word[id * h..(id + 1) * h]);
+            }
+        }
         for (t, out) in x.as_mut_slice().chunks_exact_mut(h).enumerate() {
-            let id = batch.ids[t] as usize;
             let pos = batch.positions[t] as usize;
-            let w = &word[id * h..(id + 1) * h];
             let p = &position[pos * h..(pos + 1) * h];
             for i in 0..h {
-                out[i] = w[i] + p[i] + token_type[i];
+                out[i] = out[i] + p[i] + token_type[i];
             }
         }
         self.embeddings

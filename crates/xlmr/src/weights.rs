@@ -9,7 +9,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype, SafeTensors};
 
 /// Dtypes koembed reads weights from.
@@ -81,6 +81,8 @@ pub enum WeightError {
 /// One mapped safetensors file and its parsed header.
 struct MappedFile {
     path: PathBuf,
+    /// Kept open for [`WeightStore::gather_rows`]'s positioned reads.
+    file: File,
     map: Mmap,
 }
 
@@ -241,6 +243,7 @@ impl WeightStore {
             }
             files.push(MappedFile {
                 path: path.clone(),
+                file,
                 map,
             });
         }
@@ -340,6 +343,71 @@ impl WeightStore {
                     .collect(),
             ),
         })
+    }
+
+    /// Drops the mapped pages from this process's resident memory and asks the kernel not to
+    /// map neighbouring pages on later faults. Call it once the weights that are copied at
+    /// load (packed GEMM panels) have been copied: from then on only what the forward pass
+    /// still reads from the map (embedding rows, LayerNorm vectors) comes back, page by page,
+    /// from the page cache. Without it an f32 model holds its weights twice.
+    pub fn release_resident_pages(&self) {
+        for file in &self.files {
+            // SAFETY: the map is read-only and private and this process never writes through
+            // it, so it has no copy-on-write pages: MADV_DONTNEED only unmaps clean file pages,
+            // and the next read faults the same bytes back in from the file. No reference
+            // into the map is invalidated (its address range stays mapped).
+            let released = unsafe { file.map.unchecked_advise(UncheckedAdvice::DontNeed) };
+            // Both are hints: failing leaves the pages resident, which is only memory.
+            let _ = released;
+            let _ = file.map.advise(Advice::Random);
+        }
+    }
+
+    /// Copies rows `ids` of a `[rows, row_len]` weight into consecutive `row_len` slices of
+    /// `out` (an embedding lookup).
+    ///
+    /// A weight borrowed from the map is read with positioned reads instead of through the
+    /// map: a lookup touches a few scattered rows of a table that is most of the file (250k x
+    /// 384 f32 = 384 MB for e5-small), and page faults would map whole neighbourhoods of pages
+    /// around each row, until the table is resident. Errors name the file.
+    pub fn gather_rows(
+        &self,
+        weight: &F32Weight,
+        row_len: usize,
+        ids: impl IntoIterator<Item = usize>,
+        out: &mut [f32],
+    ) -> Result<(), WeightError> {
+        use std::os::unix::fs::FileExt;
+        let rows = out.chunks_exact_mut(row_len.max(1));
+        match weight {
+            F32Weight::Owned(values) => {
+                for (id, dst) in ids.into_iter().zip(rows) {
+                    dst.copy_from_slice(&values[id * row_len..(id + 1) * row_len]);
+                }
+            }
+            F32Weight::Mapped { file, bytes } => {
+                let mapped = &self.files[*file];
+                let mut buf = vec![0u8; row_len * 4];
+                for (id, dst) in ids.into_iter().zip(rows) {
+                    let start = bytes.start + id * row_len * 4;
+                    assert!(
+                        start + buf.len() <= bytes.end,
+                        "row {id} outside the weight"
+                    );
+                    mapped
+                        .file
+                        .read_exact_at(&mut buf, start as u64)
+                        .map_err(|source| WeightError::Io {
+                            path: mapped.path.clone(),
+                            source,
+                        })?;
+                    for (d, b) in dst.iter_mut().zip(buf.chunks_exact(4)) {
+                        *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The f32 values of a weight loaded from this store.

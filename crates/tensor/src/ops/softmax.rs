@@ -192,3 +192,83 @@ mod x86 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// softmax(x · scale) in f64.
+    fn reference(x: &[f32], scale: f32) -> Vec<f64> {
+        let s: Vec<f64> = x.iter().map(|&v| (v * scale) as f64).collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    }
+
+    fn kernels() -> Vec<SoftmaxKernel> {
+        let mut k = vec![SoftmaxKernel::Scalar];
+        if SoftmaxKernel::detect() != SoftmaxKernel::Scalar {
+            k.push(SoftmaxKernel::detect());
+        }
+        k
+    }
+
+    #[test]
+    fn every_kernel_matches_f64_on_odd_lengths() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 60.0 - 30.0
+        };
+        for kernel in kernels() {
+            for len in [1, 3, 7, 8, 9, 16, 17, 64, 65, 127, 384, 1025] {
+                let x: Vec<f32> = (0..len).map(|_| next()).collect();
+                let want = reference(&x, 0.17677669);
+                let mut got = x.clone();
+                softmax_row_scaled(&mut got, 0.17677669, kernel);
+                for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    // x - max rounds in f32 (up to |x - max|·2^-24 <= 1.8e-6 relative after
+                    // exp, scores here span 30·scale), exp within 2 ulp, one f32 rounding of
+                    // the normalisation.
+                    let err = (g as f64 - w).abs();
+                    assert!(
+                        err <= 2e-6 * w + 1e-30,
+                        "{kernel:?} len {len} entry {j}: {g} vs {w} (error {err:e})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn special_rows_behave_alike_with_every_kernel() {
+        let inf = f32::INFINITY;
+        for kernel in kernels() {
+            let mut masked = vec![1.0, -inf, 2.0, -inf, 0.5, 0.0, -inf, 3.0, 1.0, -inf];
+            softmax_row_scaled(&mut masked, 0.5, kernel);
+            assert_eq!(masked[1], 0.0, "{kernel:?}");
+            assert_eq!(masked[9], 0.0, "{kernel:?}");
+            assert!(
+                (masked.iter().sum::<f32>() - 1.0).abs() < 1e-6,
+                "{kernel:?}"
+            );
+
+            let mut all_masked = vec![-inf; 11];
+            softmax_row_scaled(&mut all_masked, 0.5, kernel);
+            assert!(all_masked.iter().all(|&v| v == 0.0), "{kernel:?}");
+
+            let mut nan = vec![0.0; 12];
+            nan[10] = f32::NAN;
+            softmax_row_scaled(&mut nan, 0.5, kernel);
+            assert!(nan.iter().all(|v| v.is_nan()), "{kernel:?}: {nan:?}");
+
+            let mut big = vec![0.0; 12];
+            big[3] = inf;
+            softmax_row_scaled(&mut big, 0.5, kernel);
+            assert!(big.iter().all(|v| v.is_nan()), "{kernel:?}");
+        }
+    }
+}
