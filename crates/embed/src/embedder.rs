@@ -4,6 +4,7 @@
 //! Matryoshka cut, the same steps and order as `SentenceTransformer.encode`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 
 use koembed_tensor::{Tensor, TensorView};
@@ -40,9 +41,23 @@ pub struct EmbedOptions {
     pub normalize: Option<bool>,
     /// Matryoshka: keep the first `d` dimensions, then re-normalize if normalization is on.
     pub truncate_dim: Option<usize>,
-    /// Texts per encoder call. Results do not depend on it.
+    /// At most this many texts per encoder call. Results do not depend on it.
     pub batch_size: usize,
+    /// At most this many tokens (prompt and special tokens included, after truncation) per
+    /// encoder call; a single text longer than this still runs, alone. Results do not depend
+    /// on it. See [`Embedder::embed_with_report`] for how batches are formed, and
+    /// [`DEFAULT_MAX_BATCH_TOKENS`] for the default.
+    pub max_batch_tokens: usize,
 }
+
+/// The default token budget of one encoder call: 16384 tokens, text-embeddings-inference's
+/// default `max_batch_tokens`. It is the default `batch_size` (32) times the 512 tokens the
+/// E5/KoE5 family allows, so on those models it never splits a batch that `batch_size` would
+/// keep whole, while a model with a longer max_seq_length cannot build a bigger encoder input
+/// than that (the activations of one call take about
+/// `max_batch_tokens × (5 × hidden_size + intermediate_size) × 4` bytes: ~230 MB for a
+/// 384-wide model, ~600 MB for a 1024-wide one).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
 
 impl Default for EmbedOptions {
     fn default() -> Self {
@@ -51,6 +66,7 @@ impl Default for EmbedOptions {
             normalize: None,
             truncate_dim: None,
             batch_size: 32,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
         }
     }
 }
@@ -269,13 +285,36 @@ impl Embedder {
     }
 
     /// Embeds `texts` and says how many were truncated and how many tokens ran.
+    ///
+    /// Every text is tokenized first (a failure names the text's index in `texts`, and no
+    /// encoder work is done). The texts are then ordered by token count, longest first (ties
+    /// keep input order), and cut greedily into encoder calls of at most `batch_size` texts and
+    /// at most `max_batch_tokens` tokens; a text longer than the budget runs alone. Rows come
+    /// back in input order, and a text's vector does not depend on the batch it ran in.
     pub fn embed_with_report<S: AsRef<str>>(
         &self,
         texts: &[S],
         options: &EmbedOptions,
     ) -> Result<EmbedOutput, EmbedError> {
+        self.embed_with_progress(texts, options, |_, _| {})
+    }
+
+    /// [`Embedder::embed_with_report`], calling `progress(texts, tokens)` after each encoder
+    /// call with the number of texts and tokens it embedded (texts are done longest first,
+    /// not in input order).
+    pub fn embed_with_progress<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<EmbedOutput, EmbedError> {
         if options.batch_size == 0 {
             return Err(EmbedError::Option("batch_size must be at least 1".into()));
+        }
+        if options.max_batch_tokens == 0 {
+            return Err(EmbedError::Option(
+                "max_batch_tokens must be at least 1".into(),
+            ));
         }
         let dim = self.dim();
         let out_dim = match options.truncate_dim {
@@ -294,25 +333,31 @@ impl Embedder {
             Some(p) if !self.dir.pooling.include_prompt => self.tokenizer.prompt_length(p)?,
             _ => 0,
         };
+        let tokenized = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                self.tokenizer
+                    .encode(&with_prompt(prompt.as_deref(), text.as_ref()), i)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let truncated = tokenized.iter().filter(|t| t.truncated).count();
+        let tokens = tokenized.iter().map(|t| t.ids.len()).sum::<usize>();
+
+        // Longest first; `sort_by_key` is stable, so equal lengths keep input order.
+        let mut by_length: Vec<(usize, TokenizedText)> =
+            tokenized.into_iter().enumerate().collect();
+        by_length.sort_by_key(|(_, t)| std::cmp::Reverse(t.ids.len()));
+        let (order, sorted): (Vec<usize>, Vec<TokenizedText>) = by_length.into_iter().unzip();
+        let lengths: Vec<usize> = sorted.iter().map(|t| t.ids.len()).collect();
+
         let mut embeddings = Array2::<f32>::zeros((texts.len(), out_dim));
-        let mut truncated = 0;
-        let mut tokens = 0;
-        for (batch_index, chunk) in texts.chunks(options.batch_size).enumerate() {
-            let first = batch_index * options.batch_size;
-            let tokenized = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    self.tokenizer
-                        .encode(&with_prompt(prompt.as_deref(), text.as_ref()), first + i)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            truncated += tokenized.iter().filter(|t| t.truncated).count();
-            tokens += tokenized.iter().map(|t| t.ids.len()).sum::<usize>();
-            let vectors = self.embed_tokenized(&tokenized, masked_prefix, options)?;
-            embeddings
-                .slice_mut(ndarray::s![first..first + chunk.len(), ..])
-                .assign(&vectors);
+        for batch in plan_batches(&lengths, options.batch_size, options.max_batch_tokens) {
+            let vectors = self.embed_tokenized(&sorted[batch.clone()], masked_prefix, options)?;
+            for (row, &input_index) in vectors.rows().into_iter().zip(&order[batch.clone()]) {
+                embeddings.row_mut(input_index).assign(&row);
+            }
+            progress(batch.len(), lengths[batch].iter().sum());
         }
         Ok(EmbedOutput {
             embeddings,
@@ -323,8 +368,8 @@ impl Embedder {
 
     /// The rest of the pipeline on already tokenized texts (prompt included): encoder, pooling
     /// (the first `masked_prefix` tokens left out, see [`TextTokenizer::prompt_length`]),
-    /// Dense, Normalize and the Matryoshka cut of `options`. One encoder call: `batch_size` is
-    /// not applied here.
+    /// Dense, Normalize and the Matryoshka cut of `options`. One encoder call: `batch_size` and
+    /// `max_batch_tokens` are not applied here.
     pub fn embed_tokenized(
         &self,
         tokenized: &[TokenizedText],
@@ -389,6 +434,27 @@ impl Embedder {
     }
 }
 
+/// Cuts sequences of `lengths` tokens (in the order they are to run) into consecutive batches
+/// of at most `batch_size` sequences and at most `max_tokens` tokens, greedily: a batch is
+/// closed when the next sequence would break either limit. A sequence longer than `max_tokens`
+/// gets a batch of its own. Both limits are at least 1.
+fn plan_batches(lengths: &[usize], batch_size: usize, max_tokens: usize) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut tokens) = (0, 0);
+    for (i, &len) in lengths.iter().enumerate() {
+        let count = i - start;
+        if count > 0 && (count == batch_size || tokens + len > max_tokens) {
+            batches.push(start..i);
+            (start, tokens) = (i, 0);
+        }
+        tokens += len;
+    }
+    if start < lengths.len() {
+        batches.push(start..lengths.len());
+    }
+    batches
+}
+
 /// Pieces of the XLM-R SentencePiece vocabulary, which the E5-family models share.
 const XLMR_VOCAB_SIZE: usize = 250_002;
 
@@ -413,5 +479,48 @@ fn tokenizer_model_max_length(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     let n = value.get("model_max_length")?.as_f64()?;
-    (n >= 1.0 && n < 1e9).then_some(n as usize)
+    (1.0..1e9).contains(&n).then_some(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_batches;
+
+    #[test]
+    fn batches_close_at_the_token_budget_or_the_text_count() {
+        // Budget 10: 6+4 fits, 6+4+3 does not; 3+3+3 fits, 3+3+3+2 does not.
+        assert_eq!(
+            plan_batches(&[6, 4, 3, 3, 3, 2], 32, 10),
+            [0..2, 2..5, 5..6]
+        );
+        // batch_size 2 closes before the budget does.
+        assert_eq!(plan_batches(&[3, 3, 3, 1, 1], 2, 100), [0..2, 2..4, 4..5]);
+        // Exactly the budget still fits.
+        assert_eq!(plan_batches(&[5, 5, 5], 8, 10), [0..2, 2..3]);
+    }
+
+    #[test]
+    fn a_sequence_over_the_budget_runs_alone() {
+        assert_eq!(plan_batches(&[50, 20, 2, 2], 32, 10), [0..1, 1..2, 2..4]);
+        let alone = plan_batches(&[50], 32, 1);
+        assert_eq!((alone.len(), alone[0].clone()), (1, 0..1));
+    }
+
+    #[test]
+    fn every_sequence_is_in_exactly_one_batch() {
+        assert!(plan_batches(&[], 4, 4).is_empty());
+        let lengths: Vec<usize> = (0..100).map(|i| 1 + (i * 37) % 29).collect();
+        for (batch_size, budget) in [(1, 1), (3, 20), (7, 64), (100, 10_000)] {
+            let batches = plan_batches(&lengths, batch_size, budget);
+            let mut next = 0;
+            for b in &batches {
+                assert_eq!(b.start, next);
+                assert!(!b.is_empty() && b.len() <= batch_size);
+                let tokens: usize = lengths[b.clone()].iter().sum();
+                assert!(tokens <= budget || b.len() == 1, "{b:?}: {tokens} tokens");
+                next = b.end;
+            }
+            assert_eq!(next, lengths.len());
+        }
+    }
 }

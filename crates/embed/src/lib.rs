@@ -7,7 +7,7 @@ pub mod model_dir;
 pub mod pool;
 pub mod tokenize;
 
-pub use embedder::{EmbedOptions, EmbedOutput, Embedder, Prompt};
+pub use embedder::{EmbedOptions, EmbedOutput, Embedder, Prompt, DEFAULT_MAX_BATCH_TOKENS};
 pub use error::EmbedError;
 pub use model_dir::ModelDir;
 pub use pool::{PoolingConfig, PoolingMode};

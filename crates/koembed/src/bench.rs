@@ -13,7 +13,7 @@ use koembed_embed::{EmbedOptions, Embedder, Prompt, TokenizedText};
 
 use crate::cli::Context;
 use crate::input;
-use crate::model::{self, ModelArg, PromptArgs};
+use crate::model::{self, BatchTokensArg, ModelArg, PromptArgs};
 use crate::output;
 use crate::workload::{Workload, MIN_VOCAB};
 
@@ -46,6 +46,9 @@ pub struct Args {
     /// FILE workloads: texts per encoder call.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    // FILE workloads: the token budget per encoder call.
+    #[command(flatten)]
+    pub batch_tokens: BatchTokensArg,
     /// FILE workloads: the prompt (default: the model's `passage` prompt, if it has one).
     #[command(flatten)]
     pub prompt: PromptArgs,
@@ -157,6 +160,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             let options = EmbedOptions {
                 prompt,
                 batch_size: args.batch_size as usize,
+                max_batch_tokens: args.batch_tokens.max_batch_tokens as usize,
                 ..EmbedOptions::default()
             };
             let run = || Ok(embedder.embed_with_report(&texts, &options)?.tokens);

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use koembed_embed::EmbedOptions;
 
 use crate::cli::Context;
-use crate::model::{self, ModelArg, PromptArgs};
+use crate::model::{self, BatchTokensArg, ModelArg, PromptArgs};
 use crate::{input, npy, output, progress};
 
 pub const EXAMPLES: &str = "Examples:\n  \
@@ -41,6 +41,8 @@ pub struct Args {
     /// Texts per encoder call (the vectors do not depend on it).
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    #[command(flatten)]
+    pub batch_tokens: BatchTokensArg,
     /// Input file: one text per line, or .jsonl (default: stdin).
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -78,6 +80,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         normalize: if args.no_normalize { Some(false) } else { None },
         truncate_dim: args.dim,
         batch_size: args.batch_size as usize,
+        max_batch_tokens: args.batch_tokens.max_batch_tokens as usize,
     };
     model::check_prompt(&embedder, &options.prompt)?;
     model::check_dim(&embedder, args.dim)?;

@@ -13,7 +13,7 @@ use ndarray::{Array2, ArrayView1};
 use serde::Deserialize;
 
 use crate::cli::Context;
-use crate::model::{self, ModelArg};
+use crate::model::{self, BatchTokensArg, ModelArg};
 use crate::{output, progress};
 
 pub const EXAMPLES: &str = "Example:\n  \
@@ -43,6 +43,8 @@ pub struct Args {
     pub dim: Option<usize>,
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    #[command(flatten)]
+    pub batch_tokens: BatchTokensArg,
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         normalize: Some(true),
         truncate_dim: args.dim,
         batch_size: args.batch_size as usize,
+        max_batch_tokens: args.batch_tokens.max_batch_tokens as usize,
     };
     let (query_options, passage_options) =
         (options(&args.query_prompt), options(&args.passage_prompt));

@@ -2,7 +2,7 @@
 //! cut; and loading, with the checks that make a bad option fail before any work is done.
 
 use anyhow::{bail, Context as _};
-use koembed_embed::{Embedder, Prompt};
+use koembed_embed::{Embedder, Prompt, DEFAULT_MAX_BATCH_TOKENS};
 
 use crate::cli::Context;
 
@@ -35,6 +35,20 @@ impl PromptArgs {
             (None, None) => Prompt::ModelDefault,
         }
     }
+}
+
+/// `--max-batch-tokens N`: the token budget of one encoder call, beside `--batch-size`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BatchTokensArg {
+    /// At most N tokens per encoder call: texts are batched longest first, and a text longer
+    /// than N runs alone. The vectors do not depend on it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_BATCH_TOKENS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_batch_tokens: u32,
 }
 
 /// Resolves `spec` (a folder or a hub id) and loads the model; prints its warnings unless `-q`.

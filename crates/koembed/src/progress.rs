@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use koembed_embed::{EmbedError, EmbedOptions, EmbedOutput, Embedder};
-use ndarray::{s, Array2};
+use koembed_embed::{EmbedOptions, EmbedOutput, Embedder};
 
 use crate::cli::Context;
 
@@ -29,8 +28,10 @@ impl Embedded {
     }
 }
 
-/// Embeds `texts` in input order, one `batch_size` chunk at a time so that a bar can follow.
-/// Vectors do not depend on the chunking (see the invariance tests).
+/// Embeds `texts` in one library call, which batches them longest first by `batch_size` and
+/// `max_batch_tokens` (over the whole input, so that texts of similar length run together);
+/// the bar follows each encoder call. Rows come back in input order, and vectors do not depend
+/// on the batching (see the invariance tests).
 pub fn embed_all<S: AsRef<str>>(
     embedder: &Embedder,
     texts: &[S],
@@ -40,43 +41,21 @@ pub fn embed_all<S: AsRef<str>>(
 ) -> anyhow::Result<Embedded> {
     let start = Instant::now();
     let bar = bar(texts.len() as u64, what, ctx.show_progress());
-    let dim = options.truncate_dim.unwrap_or(embedder.dim());
-    let mut embeddings = Array2::<f32>::zeros((texts.len(), dim));
-    let (mut tokens, mut truncated) = (0, 0);
-    let chunk = options.batch_size.max(1);
-    for (i, texts) in texts.chunks(chunk).enumerate() {
-        let first = i * chunk;
-        let out = embedder
-            .embed_with_report(texts, options)
-            .map_err(|e| match e {
-                // The library numbers texts within the call; give the index in the whole input.
-                EmbedError::Tokenize { index, reason } => EmbedError::Tokenize {
-                    index: first + index,
-                    reason,
-                },
-                other => other,
-            })?;
-        embeddings
-            .slice_mut(s![first..first + texts.len(), ..])
-            .assign(&out.embeddings);
-        tokens += out.tokens;
-        truncated += out.truncated;
-        bar.inc(texts.len() as u64);
+    let (mut done, mut tokens) = (0usize, 0usize);
+    let output = embedder.embed_with_progress(texts, options, |batch_texts, batch_tokens| {
+        done += batch_texts;
+        tokens += batch_tokens;
+        bar.inc(batch_texts as u64);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        let done = (first + texts.len()) as f64;
         bar.set_message(format!(
             "{:.1} texts/s, {:.0} tokens/s",
-            done / secs,
+            done as f64 / secs,
             tokens as f64 / secs
         ));
-    }
+    })?;
     bar.finish_and_clear();
     Ok(Embedded {
-        output: EmbedOutput {
-            embeddings,
-            truncated,
-            tokens,
-        },
+        output,
         elapsed: start.elapsed(),
     })
 }

@@ -12,7 +12,7 @@ use ndarray::Array2;
 
 use crate::cli::Context;
 use crate::input::{self, Record};
-use crate::model::{self, ModelArg};
+use crate::model::{self, BatchTokensArg, ModelArg};
 use crate::{cache, eval, output, progress};
 
 pub const EXAMPLES: &str = "Examples:\n  \
@@ -62,6 +62,8 @@ pub struct Args {
     pub dim: Option<usize>,
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    #[command(flatten)]
+    pub batch_tokens: BatchTokensArg,
     /// Neither read nor write the cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -91,6 +93,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         normalize: Some(true),
         truncate_dim: args.dim,
         batch_size: args.batch_size as usize,
+        max_batch_tokens: args.batch_tokens.max_batch_tokens as usize,
     };
     let query_options = options(prompt(&args.query_prompt, &args.query_prefix));
     let passage_options = options(prompt(&args.passage_prompt, &args.passage_prefix));

@@ -186,3 +186,80 @@ fn a_literal_prefix_equals_the_named_prompt() {
         "--prefix",
     );
 }
+
+#[test]
+fn max_batch_tokens_rejects_bad_values_and_does_not_change_the_vectors() {
+    let model = common::built_model("e5-small");
+    let m = path_arg(&model);
+    // Usage errors come from the argument parser: status 2, with the option and value named.
+    for bad in ["0", "abc", "99999999999"] {
+        let run = koembed(&["embed", "--model", &m, "--max-batch-tokens", bad], b"x\n");
+        assert_eq!(
+            run.code,
+            Some(2),
+            "--max-batch-tokens {bad}:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("--max-batch-tokens") && run.stderr.contains(bad),
+            "--max-batch-tokens {bad}:\n{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty());
+    }
+    // Every subcommand with --batch-size takes it.
+    for sub in ["embed", "search", "eval", "bench"] {
+        let help = koembed(&[sub, "--help"], b"").ok().stdout_text();
+        assert!(
+            help.contains("--max-batch-tokens <N>"),
+            "{sub} --help:\n{help}"
+        );
+    }
+    // Golden texts of 2 to 512 tokens: a budget of 40 tokens and 3 texts per call splits them
+    // into many calls (the long ones alone); the output is byte for byte the default's.
+    let golden = golden();
+    let input: String = golden
+        .texts
+        .iter()
+        .filter(|t| !t.text.contains(['\n', '\r']))
+        .map(|t| format!("{}\n", t.text))
+        .collect();
+    let default = koembed(&["-q", "embed", "--model", &m], input.as_bytes()).ok();
+    let small = koembed(
+        &[
+            "-q",
+            "embed",
+            "--model",
+            &m,
+            "--batch-size",
+            "3",
+            "--max-batch-tokens",
+            "40",
+        ],
+        input.as_bytes(),
+    )
+    .ok();
+    assert!(!default.stdout.is_empty());
+    assert!(
+        small.stdout == default.stdout,
+        "--max-batch-tokens 40 changed the output"
+    );
+    let one_call = koembed(
+        &[
+            "-q",
+            "embed",
+            "--model",
+            &m,
+            "--batch-size",
+            "1000",
+            "--max-batch-tokens",
+            "1000000",
+        ],
+        input.as_bytes(),
+    )
+    .ok();
+    assert!(
+        one_call.stdout == default.stdout,
+        "one encoder call for all texts changed the output"
+    );
+}
