@@ -4,7 +4,7 @@
 //! head on contiguous copies), interleaved in one process.
 //!
 //! Run: `cargo bench -p koembed-benches --bench attention` (criterion), or with the filter
-//! `table` for one summary table (GFLOP/s of Q·Kᵀ and P·V, % of the 2-thread peak, ratio).
+//! `table` for one summary table (GFLOP/s of Q·Kᵀ and P·V, % of the measured fp32 peak, ratio).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -136,6 +136,11 @@ fn summary(_: &mut Criterion) {
     if !std::env::args().any(|a| a == "table") {
         return;
     }
+    println!(
+        "\nmeasured fp32 FMA peak: {:.0} GFLOP/s on {} threads",
+        koembed_benches::measured_peak_gflops(),
+        rayon::current_num_threads()
+    );
     println!("\n| case | variant | GFLOP/s median | % of peak | vs matrixmultiply |");
     println!("|---|---|---|---|---|");
     for case in CASES.map(Case::new) {
