@@ -8,7 +8,7 @@ use koembed_tensor::Tensor;
 
 use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
-use crate::layer::{EncoderLayer, LayerNormParams, Linear};
+use crate::layer::{EncoderLayer, LayerNormParams, LayerScratch, Linear};
 use crate::weights::{legacy_alias, scoped, F32Weight, WeightError, WeightStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,8 +157,9 @@ impl Encoder {
     /// The last hidden state, [num_tokens, hidden].
     pub fn forward(&self, batch: &PackedBatch) -> Tensor {
         let mut x = self.embed(batch);
+        let mut scratch = LayerScratch::new(batch.num_tokens(), &self.config);
         for layer in &self.layers {
-            layer.forward(&mut x, batch, &self.store, &self.config);
+            layer.forward(&mut x, batch, &mut scratch, &self.store, &self.config);
         }
         x
     }
@@ -169,8 +170,9 @@ impl Encoder {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = self.embed(batch);
         states.push(x.clone());
+        let mut scratch = LayerScratch::new(batch.num_tokens(), &self.config);
         for layer in &self.layers {
-            layer.forward(&mut x, batch, &self.store, &self.config);
+            layer.forward(&mut x, batch, &mut scratch, &self.store, &self.config);
             states.push(x.clone());
         }
         states

@@ -16,7 +16,6 @@ use crate::weights::{F32Weight, WeightError, WeightStore};
 pub(crate) struct Linear {
     pub weight: PackedMatrix,
     pub bias: Tensor,
-    pub out_features: usize,
 }
 
 impl Linear {
@@ -63,13 +62,11 @@ impl Linear {
         Linear {
             weight,
             bias: Tensor::from_vec(bias, &[out_features]).expect("bias shape checked at load"),
-            out_features,
         }
     }
 
-    /// out[M, out_features] = epilogue(x[M, in_features] · Wᵀ + b)
-    pub fn forward(&self, x: &Tensor, epilogue: Epilogue) -> Tensor {
-        let mut out = Tensor::zeros(&[x.rows(), self.out_features]);
+    /// out[M, out_features] = epilogue(x · Wᵀ + b), into a buffer of that shape.
+    pub fn forward_into(&self, out: &mut Tensor, x: &Tensor, epilogue: Epilogue) {
         matmul_packed_bias(
             out.view_mut(),
             x.view(),
@@ -78,12 +75,11 @@ impl Linear {
             epilogue,
         )
         .expect("shapes checked at load");
-        out
     }
 
-    /// out[M, out_features] = x · Wᵀ + b + residual: the projection and its residual connection.
-    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Tensor {
-        let mut out = Tensor::zeros(&[x.rows(), self.out_features]);
+    /// out[M, out_features] = x · Wᵀ + b + residual: the projection and its residual
+    /// connection, into a buffer of that shape.
+    pub fn forward_residual_into(&self, out: &mut Tensor, x: &Tensor, residual: &Tensor) {
         matmul_packed_bias_residual(
             out.view_mut(),
             x.view(),
@@ -92,7 +88,27 @@ impl Linear {
             residual.view(),
         )
         .expect("shapes checked at load");
-        out
+    }
+}
+
+/// The activations of one layer, allocated once per forward pass and reused by every layer:
+/// fresh multi-megabyte buffers per operation would cost a page fault per 4 KB each time.
+pub(crate) struct LayerScratch {
+    qkv: Tensor,
+    context: Tensor,
+    attended: Tensor,
+    inner: Tensor,
+}
+
+impl LayerScratch {
+    pub fn new(tokens: usize, config: &EncoderConfig) -> Self {
+        let h = config.hidden_size;
+        LayerScratch {
+            qkv: Tensor::zeros(&[tokens, 3 * h]),
+            context: Tensor::zeros(&[tokens, h]),
+            attended: Tensor::zeros(&[tokens, h]),
+            inner: Tensor::zeros(&[tokens, config.intermediate_size]),
+        }
     }
 }
 
@@ -152,16 +168,21 @@ impl EncoderLayer {
         &self,
         x: &mut Tensor,
         batch: &PackedBatch,
+        scratch: &mut LayerScratch,
         store: &WeightStore,
         config: &EncoderConfig,
     ) {
-        let h = config.hidden_size;
-        let qkv = self.qkv.forward(x, Epilogue::None);
+        let LayerScratch {
+            qkv,
+            context,
+            attended,
+            inner,
+        } = scratch;
+        self.qkv.forward_into(qkv, x, Epilogue::None);
         // Attention never crosses sequences: each one attends over its own rows only.
         let sequences: Vec<_> = (0..batch.num_sequences())
             .map(|s| batch.sequence(s))
             .collect();
-        let mut context = Tensor::zeros(&[batch.num_tokens(), h]);
         ops::attention_packed_qkv(
             context.view_mut(),
             qkv.view(),
@@ -170,16 +191,16 @@ impl EncoderLayer {
             self.qkv.weight.kernel(),
         )
         .expect("shapes follow the config");
-        drop(qkv);
-        let mut attended = self.attention_output.forward_residual(&context, x);
+        self.attention_output
+            .forward_residual_into(attended, context, x);
         self.attention_norm
-            .apply(&mut attended, store, config.layer_norm_eps);
+            .apply(attended, store, config.layer_norm_eps);
 
         // Bias and the erf GELU are applied as the GEMM stores its tiles.
-        let inner = self.intermediate.forward(&attended, Epilogue::Gelu);
-        let mut out = self.output.forward_residual(&inner, &attended);
-        self.output_norm
-            .apply(&mut out, store, config.layer_norm_eps);
-        *x = out;
+        self.intermediate
+            .forward_into(inner, attended, Epilogue::Gelu);
+        // x has been consumed (it was the residual of `attended`): the output goes there.
+        self.output.forward_residual_into(x, inner, attended);
+        self.output_norm.apply(x, store, config.layer_norm_eps);
     }
 }
