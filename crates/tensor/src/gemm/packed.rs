@@ -589,6 +589,7 @@ impl Call<'_> {
                                     !first,
                                     bias_ptr,
                                     gelu,
+                                    ip == 0,
                                 )
                             }
                         } else {
@@ -605,6 +606,7 @@ impl Call<'_> {
                                     !first,
                                     bias_ptr,
                                     gelu,
+                                    ip == 0,
                                 )
                             }
                         }

@@ -48,6 +48,10 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     ///   and that no other thread accesses during the call (if `!accumulate` they are only
     ///   written);
     /// - `bias` is null or points to NR readable f32.
+    ///
+    /// `prefetch_b` asks the kernel to prefetch its B panel ahead of use: the driver sets it
+    /// for the first tile that reads a panel (then streaming from memory), not for the tiles
+    /// that reuse it from L1. A hint only; results do not depend on it.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         self,
@@ -59,6 +63,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        prefetch_b: bool,
     );
 
     /// [`Self::tile`] with A read in place: row `i` of the MR x k panel at `a + i·lda`,
@@ -80,6 +85,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        prefetch_b: bool,
     ) {
         assert!(Self::MR * k <= MAX_A_PANEL, "tile_rows: k above KC");
         let mut panel = [0.0f32; MAX_A_PANEL];
@@ -91,6 +97,18 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
             }
         }
         // SAFETY: `panel` holds k·MR packed f32; the rest is the caller's contract.
-        unsafe { self.tile(k, panel.as_ptr(), b, c, ldc, accumulate, bias, gelu) }
+        unsafe {
+            self.tile(
+                k,
+                panel.as_ptr(),
+                b,
+                c,
+                ldc,
+                accumulate,
+                bias,
+                gelu,
+                prefetch_b,
+            )
+        }
     }
 }

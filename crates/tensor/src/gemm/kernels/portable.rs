@@ -33,6 +33,7 @@ impl MicroKernel for PortableKernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        _prefetch_b: bool,
     ) {
         // SAFETY: the caller guarantees k·MR readable f32 at `a` and k·NR at `b` (trait
         // contract).

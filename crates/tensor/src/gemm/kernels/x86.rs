@@ -37,10 +37,17 @@ impl MicroKernel for Avx2Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        prefetch_b: bool,
     ) {
         // SAFETY: holding `self` proves AVX2 + FMA; the pointer contract is the caller's (the
         // same as this trait method's).
-        unsafe { tile_avx2::<MR_AVX2>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu) }
+        unsafe {
+            if prefetch_b {
+                tile_avx2::<MR_AVX2, true>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu)
+            } else {
+                tile_avx2::<MR_AVX2, false>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu)
+            }
+        }
     }
 
     unsafe fn tile_rows(
@@ -54,13 +61,22 @@ impl MicroKernel for Avx2Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        prefetch_b: bool,
     ) {
         // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p, readable by contract.
-        unsafe { tile_avx2::<MR_AVX2>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu) }
+        unsafe {
+            if prefetch_b {
+                tile_avx2::<MR_AVX2, true>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu)
+            } else {
+                tile_avx2::<MR_AVX2, false>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu)
+            }
+        }
     }
 }
 
 const MR_AVX2: usize = 6;
+/// How far ahead (in f32) the AVX2 kernel prefetches its B panel.
+const B_PREFETCH_AHEAD: usize = 512;
 
 /// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
 ///
@@ -70,7 +86,7 @@ const MR_AVX2: usize = 6;
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const MR: usize>(
+unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool>(
     k: usize,
     a: *const f32,
     a_row: usize,
@@ -95,6 +111,13 @@ unsafe fn tile_avx2<const MR: usize>(
         }
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
+            // The first tile over a B panel streams it from memory (the whole cost when M is
+            // small: one query); ask for it
+            // 2 KB (32 k steps) ahead of use. A prefetch never faults; the address may run
+            // past the panel, hence wrapping arithmetic.
+            if PREFETCH_B {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 16 + B_PREFETCH_AHEAD) as *const i8);
+            }
             let b0 = _mm256_loadu_ps(b.add(p * 16));
             let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
             for (i, row) in acc.iter_mut().enumerate() {
@@ -153,6 +176,7 @@ impl MicroKernel for Avx512Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
+        _prefetch_b: bool,
     ) {
         // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's.
         unsafe { tile_avx512(k, a, b, c, ldc, accumulate, bias, gelu) }
