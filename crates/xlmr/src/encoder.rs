@@ -156,6 +156,10 @@ impl Encoder {
 
     /// The last hidden state, [num_tokens, hidden].
     pub fn forward(&self, batch: &PackedBatch) -> Tensor {
+        on_worker(|| self.forward_here(batch))
+    }
+
+    fn forward_here(&self, batch: &PackedBatch) -> Tensor {
         let mut x = self.embed(batch);
         let mut scratch = LayerScratch::new(batch.num_tokens(), &self.config);
         for layer in &self.layers {
@@ -167,6 +171,10 @@ impl Encoder {
     /// Every hidden state: index 0 after the embeddings, index i after layer i (as
     /// transformers' `output_hidden_states`), each [num_tokens, hidden].
     pub fn forward_all_layers(&self, batch: &PackedBatch) -> Vec<Tensor> {
+        on_worker(|| self.forward_all_layers_here(batch))
+    }
+
+    fn forward_all_layers_here(&self, batch: &PackedBatch) -> Vec<Tensor> {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = self.embed(batch);
         states.push(x.clone());
@@ -208,6 +216,18 @@ impl Encoder {
             .layer_norm
             .apply(&mut x, &self.store, self.config.layer_norm_eps);
         x
+    }
+}
+
+/// Runs `f` on one of rayon's worker threads. A forward pass has about seven parallel
+/// operations per layer; started from a thread outside the pool, each one would hand its work
+/// to the pool and put the caller to sleep until it is done (two thread wake-ups per operation,
+/// a large part of a 16-token query's time). From a worker, the caller takes part in the work.
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }
 
