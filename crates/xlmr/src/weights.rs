@@ -318,7 +318,9 @@ impl WeightStore {
         }
         let bytes = &self.files[entry.file].map[entry.bytes.clone()];
         Ok(match dtype {
-            WeightDtype::F32 if bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0 => {
+            WeightDtype::F32
+                if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) =>
+            {
                 F32Weight::Mapped {
                     file: entry.file,
                     bytes: entry.bytes.clone(),

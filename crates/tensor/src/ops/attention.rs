@@ -35,6 +35,7 @@ const QUERY_BLOCK: usize = 96;
 const PAR_MIN_FMAS: usize = 1 << 16;
 
 /// `out[T,H] = attention(q[T,H], k[T,H], v[T,H])` with `n_heads` heads of `H / n_heads` columns.
+#[allow(clippy::single_range_in_vec_init)] // one sequence: a one-element slice of ranges
 pub fn attention_single_sequence(
     mut out: TensorViewMut<'_>,
     q: TensorView<'_>,
@@ -65,6 +66,7 @@ pub fn attention_single_sequence(
 
 /// `out[T,H] = attention(q, k, v)` where `qkv[T, 3H]` holds `[q | k | v]` side by side in each row
 /// (the output of one matmul with the three projection weights stacked along N).
+#[allow(clippy::single_range_in_vec_init)] // one sequence: a one-element slice of ranges
 pub fn attention_single_sequence_qkv(
     out: TensorViewMut<'_>,
     qkv: TensorView<'_>,
