@@ -133,14 +133,9 @@ fn attention(c: &mut Criterion) {
 }
 
 fn summary(_: &mut Criterion) {
-    if !std::env::args().any(|a| a == "table") {
+    if !koembed_benches::table_requested() {
         return;
     }
-    println!(
-        "\nmeasured fp32 FMA peak: {:.0} GFLOP/s on {} threads",
-        koembed_benches::measured_peak_gflops(),
-        rayon::current_num_threads()
-    );
     println!("\n| case | variant | GFLOP/s median | % of peak | vs matrixmultiply |");
     println!("|---|---|---|---|---|");
     for case in CASES.map(Case::new) {

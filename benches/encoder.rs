@@ -57,24 +57,44 @@ fn workload(name: &str) -> Workload {
 const LAYER_CASES: [(&str, [&str; 2]); 2] =
     [("e5-small", ["W1", "W2"]), ("koe5-shape", ["W1", "W3"])];
 
-fn layer(c: &mut Criterion) {
-    let mut group = c.benchmark_group("layer");
+/// One (model, workload) case of the layer benchmark; cases of a model share its encoder.
+struct LayerCase {
+    model: &'static str,
+    workload: &'static str,
+    encoder: std::rc::Rc<Encoder>,
+    batch: PackedBatch,
+    flops: f64,
+}
+
+fn layer_cases() -> Vec<LayerCase> {
+    let mut cases = Vec::new();
     for (model, workloads) in LAYER_CASES {
         let Some(dir) = model_dir(model) else {
             continue;
         };
-        let encoder = one_layer_encoder(&dir);
+        let encoder = std::rc::Rc::new(one_layer_encoder(&dir));
         for w in workloads {
             let ids = workload(w).token_ids();
-            let batch = PackedBatch::new(encoder.config(), &ids).unwrap();
             let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-            group.throughput(Throughput::Elements(
-                layer_flops(encoder.config(), &lengths) as u64,
-            ));
-            group.bench_function(BenchmarkId::new(model, w), |b| {
-                b.iter(|| encoder.forward(&batch))
+            cases.push(LayerCase {
+                model,
+                workload: w,
+                batch: PackedBatch::new(encoder.config(), &ids).unwrap(),
+                flops: layer_flops(encoder.config(), &lengths),
+                encoder: encoder.clone(),
             });
         }
+    }
+    cases
+}
+
+fn layer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("layer");
+    for case in layer_cases() {
+        group.throughput(Throughput::Elements(case.flops as u64));
+        group.bench_function(BenchmarkId::new(case.model, case.workload), |b| {
+            b.iter(|| case.encoder.forward(&case.batch))
+        });
     }
     group.finish();
 }
@@ -136,42 +156,30 @@ fn end_to_end(c: &mut Criterion) {
 
 /// One table: layer GFLOP/s and % of peak; end to end tokens/s.
 fn summary(_: &mut Criterion) {
-    if !std::env::args().any(|a| a == "table") {
+    if !koembed_benches::table_requested() {
         return;
     }
-    println!(
-        "\nmeasured fp32 FMA peak: {:.0} GFLOP/s on {} threads",
-        koembed_benches::measured_peak_gflops(),
-        rayon::current_num_threads()
-    );
     println!("\n| case | median ms | GFLOP/s | % of peak | tokens/s |");
     println!("|---|---|---|---|---|");
-    for (model, workloads) in LAYER_CASES {
-        let Some(dir) = model_dir(model) else {
-            continue;
-        };
-        let encoder = one_layer_encoder(&dir);
-        for w in workloads {
-            let ids = workload(w).token_ids();
-            let batch = PackedBatch::new(encoder.config(), &ids).unwrap();
-            let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-            let flops = layer_flops(encoder.config(), &lengths);
-            let mut v: Vec<Variant<'_>> = vec![(
-                "layer".into(),
-                Box::new(|| {
-                    std::hint::black_box(encoder.forward(&batch));
-                }),
-            )];
-            let reps = (2e10 / flops).clamp(5.0, 200.0) as usize;
-            let (median, _) = interleaved_medians(reps, &mut v)[0];
-            let g = flops / median / 1e9;
-            println!(
-                "| one layer, {model} {w} | {:.2} | {g:.1} | {:.0}% | {:.0} |",
-                median * 1e3,
-                percent_of_peak(g),
-                workload(w).tokens() as f64 / median
-            );
-        }
+    for case in layer_cases() {
+        let flops = case.flops;
+        let mut v: Vec<Variant<'_>> = vec![(
+            "layer".into(),
+            Box::new(|| {
+                std::hint::black_box(case.encoder.forward(&case.batch));
+            }),
+        )];
+        let reps = (2e10 / flops).clamp(5.0, 200.0) as usize;
+        let (median, _) = interleaved_medians(reps, &mut v)[0];
+        let g = flops / median / 1e9;
+        println!(
+            "| one layer, {} {} | {:.2} | {g:.1} | {:.0}% | {:.0} |",
+            case.model,
+            case.workload,
+            median * 1e3,
+            percent_of_peak(g),
+            workload(case.workload).tokens() as f64 / median
+        );
     }
     if let Some(dir) = model_dir("e5-small") {
         let embedder = Embedder::load(&dir).unwrap();

@@ -125,14 +125,9 @@ fn gelu(c: &mut Criterion) {
 /// One table with every GEMM case and variant, the variants of a case measured interleaved in
 /// this process (filter `table`).
 fn summary(_: &mut Criterion) {
-    if !std::env::args().any(|a| a == "table") {
+    if !koembed_benches::table_requested() {
         return;
     }
-    println!(
-        "\nmeasured fp32 FMA peak: {:.0} GFLOP/s on {} threads",
-        koembed_benches::measured_peak_gflops(),
-        rayon::current_num_threads()
-    );
     println!(
         "\n| M x K x N | variant | GFLOP/s median | % of peak | vs matrixmultiply | \
          GFLOP/s best | vs matrixmultiply (best) |"

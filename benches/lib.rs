@@ -115,3 +115,17 @@ pub fn interleaved_medians(reps: usize, variants: &mut [Variant<'_>]) -> Vec<(f6
         })
         .collect()
 }
+
+/// Whether the benchmark was asked for its summary table (the filter `table`); if so, prints
+/// the measured peak the table's "% of peak" column divides by.
+pub fn table_requested() -> bool {
+    if !std::env::args().any(|a| a == "table") {
+        return false;
+    }
+    println!(
+        "\nmeasured fp32 FMA peak: {:.0} GFLOP/s on {} threads",
+        measured_peak_gflops(),
+        rayon::current_num_threads()
+    );
+    true
+}
