@@ -107,6 +107,11 @@ impl PackedBatch {
     pub fn sequence(&self, s: usize) -> Range<usize> {
         self.seq_offsets[s]..self.seq_offsets[s + 1]
     }
+
+    /// Every sequence's rows, in order.
+    pub fn sequences(&self) -> Vec<Range<usize>> {
+        self.seq_offsets.windows(2).map(|w| w[0]..w[1]).collect()
+    }
 }
 
 #[cfg(test)]

@@ -161,9 +161,9 @@ impl Encoder {
 
     fn forward_here(&self, batch: &PackedBatch) -> Tensor {
         let mut x = self.embed(batch);
-        let mut scratch = LayerScratch::new(batch.num_tokens(), &self.config);
+        let mut scratch = LayerScratch::new(batch, &self.config);
         for layer in &self.layers {
-            layer.forward(&mut x, batch, &mut scratch, &self.store, &self.config);
+            layer.forward(&mut x, &mut scratch, &self.store, &self.config);
         }
         x
     }
@@ -178,9 +178,9 @@ impl Encoder {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = self.embed(batch);
         states.push(x.clone());
-        let mut scratch = LayerScratch::new(batch.num_tokens(), &self.config);
+        let mut scratch = LayerScratch::new(batch, &self.config);
         for layer in &self.layers {
-            layer.forward(&mut x, batch, &mut scratch, &self.store, &self.config);
+            layer.forward(&mut x, &mut scratch, &self.store, &self.config);
             states.push(x.clone());
         }
         states

@@ -94,6 +94,8 @@ impl Linear {
 /// The activations of one layer, allocated once per forward pass and reused by every layer:
 /// fresh multi-megabyte buffers per operation would cost a page fault per 4 KB each time.
 pub(crate) struct LayerScratch {
+    /// The batch's sequence row ranges (attention stays inside each).
+    sequences: Vec<std::ops::Range<usize>>,
     qkv: Tensor,
     context: Tensor,
     attended: Tensor,
@@ -101,9 +103,10 @@ pub(crate) struct LayerScratch {
 }
 
 impl LayerScratch {
-    pub fn new(tokens: usize, config: &EncoderConfig) -> Self {
-        let h = config.hidden_size;
+    pub fn new(batch: &PackedBatch, config: &EncoderConfig) -> Self {
+        let (h, tokens) = (config.hidden_size, batch.num_tokens());
         LayerScratch {
+            sequences: batch.sequences(),
             qkv: Tensor::zeros(&[tokens, 3 * h]),
             context: Tensor::zeros(&[tokens, h]),
             attended: Tensor::zeros(&[tokens, h]),
@@ -167,12 +170,12 @@ impl EncoderLayer {
     pub(crate) fn forward(
         &self,
         x: &mut Tensor,
-        batch: &PackedBatch,
         scratch: &mut LayerScratch,
         store: &WeightStore,
         config: &EncoderConfig,
     ) {
         let LayerScratch {
+            sequences,
             qkv,
             context,
             attended,
@@ -180,13 +183,10 @@ impl EncoderLayer {
         } = scratch;
         self.qkv.forward_into(qkv, x, Epilogue::None);
         // Attention never crosses sequences: each one attends over its own rows only.
-        let sequences: Vec<_> = (0..batch.num_sequences())
-            .map(|s| batch.sequence(s))
-            .collect();
         ops::attention_packed_qkv(
             context.view_mut(),
             qkv.view(),
-            &sequences,
+            sequences,
             config.num_heads,
             self.qkv.weight.kernel(),
         )

@@ -358,9 +358,8 @@ impl WeightStore {
             // it, so it has no copy-on-write pages: MADV_DONTNEED only unmaps clean file pages,
             // and the next read faults the same bytes back in from the file. No reference
             // into the map is invalidated (its address range stays mapped).
-            let released = unsafe { file.map.unchecked_advise(UncheckedAdvice::DontNeed) };
             // Both are hints: failing leaves the pages resident, which is only memory.
-            let _ = released;
+            let _ = unsafe { file.map.unchecked_advise(UncheckedAdvice::DontNeed) };
             let _ = file.map.advise(Advice::Random);
         }
     }

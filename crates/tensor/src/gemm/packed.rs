@@ -9,11 +9,12 @@
 //! - [`PackedMatrix`] holds `w` transposed into the layout of one micro-kernel: K blocks of KC,
 //!   each split into panels of NR output columns (zero-padded), each panel k-major
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
-//! - Per call, A (`x`) is packed per (M block of MC rows, K block) into MR-row panels (rows past
-//!   M padded with zeros), so every tile, edge or not, runs the same full MR x NR kernel; edge
-//!   tiles go through a scratch tile on the stack.
-//! - Loops: task (M block x range of NR panels) → K block (pack A) → B panel (stays in L1) → A
-//!   panel (from L2) → register tile. Bias and the epilogue are applied in registers when the
+//! - A (`x`) is not packed: the kernel broadcasts whole MR-row panels straight from the
+//!   row-major rows (measured faster than packing on this project's shapes). Only a last,
+//!   partial panel of an M block is packed, rows past M zero, so every tile, edge or not, runs
+//!   the same full MR x NR kernel; edge tiles go through a scratch tile on the stack.
+//! - Loops: task (M block x range of NR panels) → K block → B panel (stays in L1) → A panel
+//!   (from L2) → register tile. Bias and the epilogue are applied in registers when the
 //!   last K block is stored.
 //! - Tasks run on rayon: whole M blocks when M is large, and the N panels split into chunks so
 //!   both cores work even at M = 16. K is never split between threads.
@@ -41,8 +42,6 @@ use crate::tensor::{TensorView, TensorViewMut};
 const PAR_MIN_FMAS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
-/// Read whole MR-row panels of x in place instead of packing them.
-const DIRECT_A: bool = true;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -545,11 +544,9 @@ impl Call<'_> {
     ) {
         let (mr, nr, n, k) = (Kr::MR, Kr::NR, self.n, self.k);
         let a_panels = rows.len().div_ceil(mr);
-        // Direct: whole MR-row panels are read in place from x (row-major), only a last,
-        // partial panel is packed (zero rows past the end); otherwise every panel is packed.
-        let direct = DIRECT_A;
-        let full_panels = rows.len() / mr;
-        let packed_from = if direct { full_panels } else { 0 };
+        // Whole MR-row panels are read in place from x (row-major); only a last, partial
+        // panel is packed (zero rows past the end), so the kernel never reads past row M.
+        let packed_from = rows.len() / mr;
         let (mut a_buf, a_start) = aligned_zeros((a_panels - packed_from) * mr * Kr::KC.min(k));
         let mut k0 = 0;
         loop {

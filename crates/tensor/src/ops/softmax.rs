@@ -48,16 +48,21 @@ pub(crate) enum SoftmaxKernel {
     /// one GELU uses: within 1 ulp of the true value on [-87, 0], 0.91 measured on a dense grid), the
     /// sum in f64, the normalisation in f32.
     #[cfg(target_arch = "x86_64")]
-    Avx2,
+    Avx2(Avx2Proof),
     Scalar,
 }
+
+/// Proof that the CPU has AVX2 and FMA: only [`SoftmaxKernel::detect`] makes one, so holding an
+/// `Avx2` kernel is what makes calling it sound (no per-row check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Avx2Proof(());
 
 impl SoftmaxKernel {
     /// The fastest kernel this CPU supports.
     pub(crate) fn detect() -> SoftmaxKernel {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return SoftmaxKernel::Avx2;
+            return SoftmaxKernel::Avx2(Avx2Proof(()));
         }
         SoftmaxKernel::Scalar
     }
@@ -71,9 +76,8 @@ impl SoftmaxKernel {
 pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKernel) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        SoftmaxKernel::Avx2 => {
-            assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-            // SAFETY: AVX2 + FMA were just checked (the check is a cached load).
+        SoftmaxKernel::Avx2(_proof) => {
+            // SAFETY: the proof exists only when `detect` found AVX2 + FMA.
             unsafe { x86::softmax_row_scaled_avx2(row, scale) }
         }
         SoftmaxKernel::Scalar => {

@@ -42,11 +42,9 @@ impl MicroKernel for Avx2Kernel {
         // SAFETY: holding `self` proves AVX2 + FMA; the pointer contract is the caller's (the
         // same as this trait method's).
         unsafe {
-            if prefetch_b {
-                tile_avx2::<MR_AVX2, true>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu)
-            } else {
-                tile_avx2::<MR_AVX2, false>(k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu)
-            }
+            tile_avx2_with(
+                prefetch_b, k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu,
+            )
         }
     }
 
@@ -64,19 +62,43 @@ impl MicroKernel for Avx2Kernel {
         prefetch_b: bool,
     ) {
         // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p, readable by contract.
-        unsafe {
-            if prefetch_b {
-                tile_avx2::<MR_AVX2, true>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu)
-            } else {
-                tile_avx2::<MR_AVX2, false>(k, a, lda, 1, b, c, ldc, accumulate, bias, gelu)
-            }
-        }
+        unsafe { tile_avx2_with(prefetch_b, k, a, lda, 1, b, c, ldc, accumulate, bias, gelu) }
     }
 }
 
 const MR_AVX2: usize = 6;
 /// How far ahead (in f32) the AVX2 kernel prefetches its B panel.
 const B_PREFETCH_AHEAD: usize = 512;
+
+/// [`tile_avx2`] with the prefetch choice made at run time (once per tile, not per k step).
+///
+/// # Safety
+/// As [`tile_avx2`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2_with(
+    prefetch_b: bool,
+    k: usize,
+    a: *const f32,
+    a_row: usize,
+    a_col: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    bias: *const f32,
+    gelu: bool,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        if prefetch_b {
+            tile_avx2::<MR_AVX2, true>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+        } else {
+            tile_avx2::<MR_AVX2, false>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+        }
+    }
+}
 
 /// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
 ///
