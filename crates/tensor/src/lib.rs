@@ -44,6 +44,7 @@ pub use gemm::naive;
 pub use error::{Result, TensorError};
 pub use gemm::packed::{
     matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
+    PanelFormat,
 };
 pub use gemm::{matmul_bias_nt, matmul_nn, matmul_nt};
 pub use half::{bf16, f16};

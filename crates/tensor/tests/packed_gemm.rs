@@ -297,3 +297,80 @@ fn residual_epilogue_is_the_plain_result_plus_the_residual() {
     .unwrap_err();
     assert!(e.to_string().contains("`residual` has shape [2, 5]"), "{e}");
 }
+
+/// Half panels hold the weights rounded to nearest-even and widen them exactly: the result must
+/// be bit for bit the f32 kernel's on the pre-rounded weights, for every kernel and shape.
+#[test]
+fn half_panels_equal_f32_panels_of_the_rounded_weights() {
+    use koembed_tensor::{bf16, f16, PanelFormat};
+    let mut rng = Rng::new(21);
+    for kernel in GemmKernel::supported() {
+        for (i, (m, k, n)) in shapes().into_iter().enumerate() {
+            // Every third shape keeps the test quick at opt-level 1; all sizes still appear.
+            if i % 3 != 0 && m * k * n > 100_000 {
+                continue;
+            }
+            let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            for format in [PanelFormat::F16, PanelFormat::Bf16] {
+                let rounded: Vec<f32> = w
+                    .as_slice()
+                    .iter()
+                    .map(|&v| match format {
+                        PanelFormat::F16 => f16::from_f32(v).to_f32(),
+                        _ => bf16::from_f32(v).to_f32(),
+                    })
+                    .collect();
+                let want = packed_call(kernel, &x, &t(rounded, &[n, k]), &b, Epilogue::Gelu);
+                let p = PackedMatrix::pack_b_as(w.view(), kernel, format).unwrap();
+                assert_eq!(p.format(), format);
+                let mut got = Tensor::full(&[m, n], f32::NAN);
+                matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::Gelu)
+                    .unwrap();
+                assert_eq!(
+                    bits(got.as_slice()),
+                    bits(want.as_slice()),
+                    "{kernel:?} {format:?} m={m} k={k} n={n}"
+                );
+            }
+        }
+    }
+}
+
+/// Small integers are exact in f16 and bf16: half panels give the exact integer product.
+#[test]
+fn half_panels_are_exact_on_integers_and_half_the_size() {
+    use koembed_tensor::PanelFormat;
+    let mut rng = Rng::new(22);
+    let (m, k, n) = (17, 1025, 65);
+    let x = rng.int_vec(m * k, 4);
+    let w = rng.int_vec(n * k, 4);
+    let b = rng.int_vec(n, 100);
+    let mut want = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: i64 = (0..k)
+                .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
+                .sum();
+            want[i * n + j] = dot as f32 + b[j];
+        }
+    }
+    let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
+    for kernel in GemmKernel::supported() {
+        let full = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+        for format in [PanelFormat::F16, PanelFormat::Bf16] {
+            let p = PackedMatrix::pack_b_as(w.view(), kernel, format).unwrap();
+            assert!(
+                p.memory_bytes() <= full.memory_bytes() / 2 + 64,
+                "{kernel:?} {format:?}: {} bytes against {} in f32",
+                p.memory_bytes(),
+                full.memory_bytes()
+            );
+            let mut got = Tensor::full(&[m, n], f32::NAN);
+            matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::None).unwrap();
+            let what = format!("{kernel:?} {format:?}");
+            assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
+        }
+    }
+}

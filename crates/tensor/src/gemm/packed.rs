@@ -33,7 +33,8 @@ use rayon::prelude::*;
 use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::x86::{Avx2Kernel, Avx512Kernel};
-use super::kernels::{MicroKernel, MAX_TILE};
+pub use super::kernels::PanelFormat;
+use super::kernels::{MicroKernel, PanelElem, MAX_TILE};
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -109,16 +110,19 @@ pub enum Epilogue {
 
 /// A weight matrix `w[N, K]` (PyTorch `nn.Linear` layout) packed for one micro-kernel.
 ///
-/// Packing copies the weights once (`K · N` rounded up to the kernel's NR, 4 bytes each); do it
-/// at model load and keep the packed matrix instead of the f32 view.
+/// Packing copies the weights once (`K · N` rounded up to the kernel's NR, 4 bytes each, or 2
+/// in a half [`PanelFormat`]); do it at model load and keep the packed matrix instead of the
+/// f32 view.
 pub struct PackedMatrix {
     kernel: GemmKernel,
+    format: PanelFormat,
     n: usize,
     k: usize,
     /// N rounded up to NR.
     n_pad: usize,
     nr: usize,
     kc: usize,
+    /// The panels, in `format`: f32 words holding `K · n_pad` values of the format's type.
     buf: Vec<f32>,
     /// Index in `buf` where the 64-byte aligned data starts.
     start: usize,
@@ -128,6 +132,7 @@ impl std::fmt::Debug for PackedMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedMatrix")
             .field("kernel", &self.kernel)
+            .field("format", &self.format)
             .field("n", &self.n)
             .field("k", &self.k)
             .finish_non_exhaustive()
@@ -143,6 +148,17 @@ impl PackedMatrix {
     /// Packs `w[N, K]` for a chosen kernel (tests and benchmarks pin kernels this way); errors if
     /// the CPU does not support it.
     pub fn pack_b_with_kernel(w: TensorView<'_>, kernel: GemmKernel) -> Result<PackedMatrix> {
+        Self::pack_b_as(w, kernel, PanelFormat::F32)
+    }
+
+    /// Packs `w[N, K]` for a chosen kernel, storing the weights in `format`: f16 and bf16
+    /// round each weight to nearest (ties to even) and halve the memory; the kernels widen
+    /// them back to f32 as they load them, and accumulate in f32 as for f32 panels.
+    pub fn pack_b_as(
+        w: TensorView<'_>,
+        kernel: GemmKernel,
+        format: PanelFormat,
+    ) -> Result<PackedMatrix> {
         const OP: &str = "PackedMatrix::pack_b";
         let (n, k) = expect_2d(OP, "w", w.shape(), ["N", "K"])?;
         if !kernel.is_supported() {
@@ -151,7 +167,12 @@ impl PackedMatrix {
                 message: format!("GEMM kernel {kernel:?} is not supported by this CPU"),
             });
         }
-        Ok(Self::pack_strided(w.as_slice(), n, k, k, 1, kernel))
+        let data = w.as_slice();
+        Ok(match format {
+            PanelFormat::F32 => Self::pack_strided_as::<f32>(data, n, k, k, 1, kernel),
+            PanelFormat::F16 => Self::pack_strided_as::<half::f16>(data, n, k, k, 1, kernel),
+            PanelFormat::Bf16 => Self::pack_strided_as::<half::bf16>(data, n, k, k, 1, kernel),
+        })
     }
 
     /// Packs the `N x K` matrix whose element (j, p) is `data[j·row_stride + p·col_stride]`:
@@ -166,11 +187,34 @@ impl PackedMatrix {
         col_stride: usize,
         kernel: GemmKernel,
     ) -> PackedMatrix {
+        Self::pack_strided_as::<f32>(data, n, k, row_stride, col_stride, kernel)
+    }
+
+    /// [`Self::pack_strided`] into panels of `E`.
+    fn pack_strided_as<E: PanelElem>(
+        data: &[f32],
+        n: usize,
+        k: usize,
+        row_stride: usize,
+        col_stride: usize,
+        kernel: GemmKernel,
+    ) -> PackedMatrix {
         let (_, nr, kc) = kernel.shape();
         let n_pad = n.div_ceil(nr) * nr;
         let len = n_pad * k;
-        let (mut buf, start) = aligned_zeros(len);
-        let packed = &mut buf[start..start + len];
+        let (buf, start) = aligned_zeros((len * std::mem::size_of::<E>()).div_ceil(4));
+        let mut matrix = PackedMatrix {
+            kernel,
+            format: E::FORMAT,
+            n,
+            k,
+            n_pad,
+            nr,
+            kc,
+            buf,
+            start,
+        };
+        let packed = matrix.data_mut::<E>();
         // K block at k0 of length kcb starts at k0·n_pad; its panel jp at + jp·kcb·NR.
         let mut k0 = 0;
         while k0 < k {
@@ -189,7 +233,7 @@ impl PackedMatrix {
                         let steps = 8.min(kcb - p0);
                         for (j, row) in rows.iter().enumerate() {
                             for (q, &v) in row[p0..p0 + steps].iter().enumerate() {
-                                panel[(p0 + q) * nr + j] = v;
+                                panel[(p0 + q) * nr + j] = E::from_f32(v);
                             }
                         }
                         p0 += steps;
@@ -203,30 +247,21 @@ impl PackedMatrix {
                             .iter_mut()
                             .zip(&data[base..base + cols])
                         {
-                            *d = v;
+                            *d = E::from_f32(v);
                         }
                     }
                 } else {
                     for p in 0..kcb {
                         let base = (k0 + p) * col_stride + jp * nr * row_stride;
                         for (j, dst) in panel[p * nr..p * nr + cols].iter_mut().enumerate() {
-                            *dst = data[base + j * row_stride];
+                            *dst = E::from_f32(data[base + j * row_stride]);
                         }
                     }
                 }
             }
             k0 += kcb;
         }
-        PackedMatrix {
-            kernel,
-            n,
-            k,
-            n_pad,
-            nr,
-            kc,
-            buf,
-            start,
-        }
+        matrix
     }
 
     /// Output features N (rows of the original `w`).
@@ -244,19 +279,42 @@ impl PackedMatrix {
         self.kernel
     }
 
+    /// The number format the weights are stored in.
+    pub fn format(&self) -> PanelFormat {
+        self.format
+    }
+
     /// Bytes held (padding included).
     pub fn memory_bytes(&self) -> usize {
         self.buf.len() * std::mem::size_of::<f32>()
     }
 
-    /// The packed data (`K · n_pad` f32).
-    fn data(&self) -> &[f32] {
-        &self.buf[self.start..self.start + self.k * self.n_pad]
+    /// The packed data: `K · n_pad` values of `E`.
+    fn data<E: PanelElem>(&self) -> &[E] {
+        assert_eq!(E::FORMAT, self.format, "panels read in another format");
+        let len = self.k * self.n_pad;
+        let words = &self.buf[self.start..];
+        assert!(words.len() * 4 >= len * std::mem::size_of::<E>());
+        // SAFETY: `words` is initialised memory of at least len·size_of::<E>() bytes (asserted),
+        // aligned to 4 >= align_of::<E>() (f32, f16 and bf16 are 4- or 2-aligned), and every bit
+        // pattern is a valid f32 / f16 / bf16 (plain bits, no invalid values). The borrow of
+        // `self.buf` covers the returned slice's lifetime.
+        unsafe { std::slice::from_raw_parts(words.as_ptr() as *const E, len) }
     }
 
-    /// Panel `jp` of the K block starting at `k0` with length `kcb`: `kcb · NR` f32.
-    fn panel(&self, k0: usize, kcb: usize, jp: usize) -> &[f32] {
-        &self.data()[k0 * self.n_pad + jp * kcb * self.nr..][..kcb * self.nr]
+    /// [`Self::data`], writable (used only while packing).
+    fn data_mut<E: PanelElem>(&mut self) -> &mut [E] {
+        assert_eq!(E::FORMAT, self.format, "panels written in another format");
+        let len = self.k * self.n_pad;
+        let words = &mut self.buf[self.start..];
+        assert!(words.len() * 4 >= len * std::mem::size_of::<E>());
+        // SAFETY: as in `data`; the exclusive borrow of `self.buf` makes the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut E, len) }
+    }
+
+    /// Panel `jp` of the K block starting at `k0` with length `kcb`: `kcb · NR` values.
+    fn panel<E: PanelElem>(&self, k0: usize, kcb: usize, jp: usize) -> &[E] {
+        &self.data::<E>()[k0 * self.n_pad + jp * kcb * self.nr..][..kcb * self.nr]
     }
 }
 
@@ -372,20 +430,21 @@ pub(crate) unsafe fn matmul_packed_serial(
         residual: None,
     };
     let out = OutPtr(out);
+    assert_eq!(w.format, PanelFormat::F32, "attention packs f32 panels");
     match w.kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: forwarded from this function's contract.
         GemmKernel::Avx512 => unsafe {
-            call.serial(Avx512Kernel::new().unwrap_or_else(missing), out, ldc)
+            call.serial::<_, f32>(Avx512Kernel::new().unwrap_or_else(missing), out, ldc)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         GemmKernel::Avx2 => unsafe {
-            call.serial(Avx2Kernel::new().unwrap_or_else(missing), out, ldc)
+            call.serial::<_, f32>(Avx2Kernel::new().unwrap_or_else(missing), out, ldc)
         },
         // SAFETY: as above.
         GemmKernel::Portable => unsafe {
-            call.serial(PortableKernel::new().unwrap_or_else(missing), out, ldc)
+            call.serial::<_, f32>(PortableKernel::new().unwrap_or_else(missing), out, ldc)
         },
         #[allow(unreachable_patterns)]
         _ => missing::<()>(),
@@ -423,12 +482,24 @@ unsafe impl Sync for OutPtr {}
 
 impl Call<'_> {
     fn dispatch_parallel(&self, out: &mut [f32]) {
+        match self.w.format {
+            PanelFormat::F32 => self.dispatch_kernel::<f32>(out),
+            PanelFormat::F16 => self.dispatch_kernel::<half::f16>(out),
+            PanelFormat::Bf16 => self.dispatch_kernel::<half::bf16>(out),
+        }
+    }
+
+    fn dispatch_kernel<E: PanelElem>(&self, out: &mut [f32]) {
         match self.w.kernel {
             #[cfg(target_arch = "x86_64")]
-            GemmKernel::Avx512 => self.run(Avx512Kernel::new().unwrap_or_else(missing), out),
+            GemmKernel::Avx512 => {
+                self.run::<_, E>(Avx512Kernel::new().unwrap_or_else(missing), out)
+            }
             #[cfg(target_arch = "x86_64")]
-            GemmKernel::Avx2 => self.run(Avx2Kernel::new().unwrap_or_else(missing), out),
-            GemmKernel::Portable => self.run(PortableKernel::new().unwrap_or_else(missing), out),
+            GemmKernel::Avx2 => self.run::<_, E>(Avx2Kernel::new().unwrap_or_else(missing), out),
+            GemmKernel::Portable => {
+                self.run::<_, E>(PortableKernel::new().unwrap_or_else(missing), out)
+            }
             #[allow(unreachable_patterns)]
             _ => missing::<()>(),
         }
@@ -444,7 +515,7 @@ impl Call<'_> {
     }
 
     /// The whole output with row stride N, split into tasks on rayon's threads.
-    fn run<Kr: MicroKernel>(&self, kr: Kr, out: &mut [f32]) {
+    fn run<Kr: MicroKernel, E: PanelElem>(&self, kr: Kr, out: &mut [f32]) {
         let (m, n, k) = (self.m, self.n, self.k);
         assert_eq!(out.len(), m * n, "matmul_packed_bias: out length");
         assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
@@ -475,7 +546,7 @@ impl Call<'_> {
             let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
             // SAFETY: task t alone writes rows `rows` x columns of `panels` (clamped to N); see
             // `OutPtr`. `out` outlives the tasks.
-            unsafe { self.block(kr, out_ptr, n, rows, panels, bias.as_deref()) };
+            unsafe { self.block::<Kr, E>(kr, out_ptr, n, rows, panels, bias.as_deref()) };
         };
         if threads == 1 || tasks == 1 {
             (0..tasks).for_each(task);
@@ -504,7 +575,7 @@ impl Call<'_> {
     ///
     /// # Safety
     /// `out` points to M rows of N f32 at row stride `ldc` that nothing else accesses.
-    unsafe fn serial<Kr: MicroKernel>(&self, kr: Kr, out: OutPtr, ldc: usize) {
+    unsafe fn serial<Kr: MicroKernel, E: PanelElem>(&self, kr: Kr, out: OutPtr, ldc: usize) {
         assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
         assert_eq!(self.w.kc, Kr::KC, "packed for another kernel");
         if self.m == 0 || self.n == 0 {
@@ -523,7 +594,7 @@ impl Call<'_> {
         while r0 < self.m {
             let rows = r0..(r0 + Kr::MC).min(self.m);
             // SAFETY: forwarded from this function's contract.
-            unsafe { self.block(kr, out, ldc, rows, 0..n_panels, bias.as_deref()) };
+            unsafe { self.block::<Kr, E>(kr, out, ldc, rows, 0..n_panels, bias.as_deref()) };
             r0 += Kr::MC;
         }
     }
@@ -533,7 +604,7 @@ impl Call<'_> {
     /// # Safety
     /// `out` points to the M x N output at row stride `ldc`; no other thread accesses this
     /// region during the call.
-    unsafe fn block<Kr: MicroKernel>(
+    unsafe fn block<Kr: MicroKernel, E: PanelElem>(
         &self,
         kr: Kr,
         out: OutPtr,
@@ -556,7 +627,7 @@ impl Call<'_> {
             let first = k0 == 0;
             let last = k0 + kcb == k;
             for jp in panels.clone() {
-                let b_panel = self.w.panel(k0, kcb, jp);
+                let b_panel = self.w.panel::<E>(k0, kcb, jp);
                 let j0 = jp * nr;
                 let cols = nr.min(n - j0);
                 let bias_ptr = match bias {
@@ -591,7 +662,7 @@ impl Call<'_> {
                             }
                         } else {
                             let a_panel = &a_pack[(ip - packed_from) * mr * kcb..][..mr * kcb];
-                            // SAFETY: a_panel holds kcb·MR f32, b_panel kcb·NR, bias_ptr NR
+                            // SAFETY: a_panel holds kcb·MR f32, b_panel kcb·NR values, bias_ptr NR
                             // (or null); c is an MR x NR tile the caller may write.
                             unsafe {
                                 kr.tile(

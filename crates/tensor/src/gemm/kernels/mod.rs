@@ -16,6 +16,80 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
+/// The number format of packed B panels. The kernels widen each loaded value to f32 before
+/// the FMA, so the half formats change what is stored (half the bytes to stream from memory),
+/// not how the product is accumulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PanelFormat {
+    /// IEEE binary32: the weights as given.
+    F32,
+    /// IEEE binary16 (widened with F16C `vcvtph2ps` on x86).
+    F16,
+    /// bfloat16: the top 16 bits of an f32 (widened by a 16-bit shift).
+    Bf16,
+}
+
+impl PanelFormat {
+    /// Bytes per stored weight.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            PanelFormat::F32 => 4,
+            PanelFormat::F16 | PanelFormat::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PanelFormat::F32 => "f32",
+            PanelFormat::F16 => "f16",
+            PanelFormat::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A Rust type stored in packed B panels, one per [`PanelFormat`].
+///
+/// `half::f16` and `half::bf16` are `#[repr(transparent)]` over the u16 bit pattern, so a panel
+/// of them is the bytes a SIMD load widens.
+pub(crate) trait PanelElem: Copy + Send + Sync + Default + 'static {
+    const FORMAT: PanelFormat;
+    fn to_f32(self) -> f32;
+    /// Rounds to nearest, ties to even (the conversion `torch.Tensor.to` does).
+    fn from_f32(v: f32) -> Self;
+}
+
+impl PanelElem for f32 {
+    const FORMAT: PanelFormat = PanelFormat::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl PanelElem for half::f16 {
+    const FORMAT: PanelFormat = PanelFormat::F16;
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+impl PanelElem for half::bf16 {
+    const FORMAT: PanelFormat = PanelFormat::Bf16;
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<half::f16>() == 2 && std::mem::size_of::<half::bf16>() == 2);
+
 /// Largest MR·NR of any kernel (AVX-512: 8 x 32), for edge-tile scratch space on the stack.
 pub(crate) const MAX_TILE: usize = 8 * 32;
 
@@ -42,8 +116,8 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     ///
     /// # Safety
     /// - the CPU supports the kernel (guaranteed by holding `self`);
-    /// - `a` points to `k·MR` readable f32 (packed A: `a[p·MR + i]`), `b` to `k·NR` readable f32
-    ///   (packed B: `b[p·NR + j]`);
+    /// - `a` points to `k·MR` readable f32 (packed A: `a[p·MR + i]`), `b` to `k·NR` readable
+    ///   panel values (packed B: `b[p·NR + j]`, widened to f32 as loaded);
     /// - `c` points to MR rows of NR f32 at row stride `ldc` that the caller may read and write
     ///   and that no other thread accesses during the call (if `!accumulate` they are only
     ///   written);
@@ -53,11 +127,11 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// for the first tile that reads a panel (then streaming from memory), not for the tiles
     /// that reuse it from L1. A hint only; results do not depend on it.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
+    unsafe fn tile<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -74,12 +148,12 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// As [`Self::tile`], except that `a + i·lda .. + k` must be readable for every i < MR,
     /// and `k <= KC`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_rows(
+    unsafe fn tile_rows<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
         lda: usize,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,

@@ -1,7 +1,7 @@
 //! The portable kernel: plain Rust on a 4 x 8 tile (the compiler vectorises it with SSE2 or
 //! whatever the target baseline has). Correct anywhere, used when no SIMD kernel applies.
 
-use super::MicroKernel;
+use super::{MicroKernel, PanelElem};
 use crate::ops::gelu_f32::gelu_erf_f32;
 
 const MR: usize = 4;
@@ -23,11 +23,11 @@ impl MicroKernel for PortableKernel {
     const KC: usize = 256; // B micro-panel 8 KB
     const MC: usize = 64; // A block 64 KB
 
-    unsafe fn tile(
+    unsafe fn tile<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -35,8 +35,8 @@ impl MicroKernel for PortableKernel {
         gelu: bool,
         _prefetch_b: bool,
     ) {
-        // SAFETY: the caller guarantees k·MR readable f32 at `a` and k·NR at `b` (trait
-        // contract).
+        // SAFETY: the caller guarantees k·MR readable f32 at `a` and k·NR panel values at `b`
+        // (trait contract).
         let (a, b) = unsafe {
             (
                 std::slice::from_raw_parts(a, k * MR),
@@ -53,7 +53,7 @@ impl MicroKernel for PortableKernel {
         for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
             for (row, &ai) in acc.iter_mut().zip(ap) {
                 for (v, &bj) in row.iter_mut().zip(bp) {
-                    *v += ai * bj;
+                    *v += ai * bj.to_f32();
                 }
             }
         }

@@ -7,17 +7,20 @@
 
 use std::arch::x86_64::*;
 
-use super::MicroKernel;
+use super::{MicroKernel, PanelElem, PanelFormat};
 use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
 
-/// Proof that the CPU has AVX2 and FMA.
+/// Proof that the CPU has AVX2, FMA and F16C (every AVX2 CPU so far has F16C; the f16 panels
+/// need it).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2Kernel(());
 
 impl Avx2Kernel {
     pub(crate) fn new() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-            .then_some(Avx2Kernel(()))
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Avx2Kernel(()))
     }
 }
 
@@ -27,11 +30,11 @@ impl MicroKernel for Avx2Kernel {
     const KC: usize = 256; // B micro-panel 256·16·4 = 16 KB: half of L1d
     const MC: usize = 144; // A block 144·256·4 = 144 KB of the 1 MB L2
 
-    unsafe fn tile(
+    unsafe fn tile<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -39,8 +42,8 @@ impl MicroKernel for Avx2Kernel {
         gelu: bool,
         prefetch_b: bool,
     ) {
-        // SAFETY: holding `self` proves AVX2 + FMA; the pointer contract is the caller's (the
-        // same as this trait method's).
+        // SAFETY: holding `self` proves AVX2 + FMA + F16C; the pointer contract is the
+        // caller's (the same as this trait method's).
         unsafe {
             tile_avx2_with(
                 prefetch_b, k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu,
@@ -48,12 +51,12 @@ impl MicroKernel for Avx2Kernel {
         }
     }
 
-    unsafe fn tile_rows(
+    unsafe fn tile_rows<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
         lda: usize,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -67,8 +70,29 @@ impl MicroKernel for Avx2Kernel {
 }
 
 const MR_AVX2: usize = 6;
-/// How far ahead (in f32) the AVX2 kernel prefetches its B panel.
-const B_PREFETCH_AHEAD: usize = 512;
+/// How far ahead (in bytes) the AVX2 kernel prefetches its B panel.
+const B_PREFETCH_AHEAD_BYTES: usize = 2048;
+
+/// Eight panel values from `p`, widened to f32.
+///
+/// # Safety
+/// AVX2 + F16C, and 8 readable values at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8_avx2<E: PanelElem>(p: *const E) -> __m256 {
+    // SAFETY: 8 values = 32 bytes (f32) or 16 bytes (f16, bf16) readable at p (contract);
+    // the loads are unaligned.
+    unsafe {
+        match E::FORMAT {
+            PanelFormat::F32 => _mm256_loadu_ps(p as *const f32),
+            PanelFormat::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            // bf16 is the top half of an f32: zero-extend to 32 bits, shift into place.
+            PanelFormat::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+            )),
+        }
+    }
+}
 
 /// [`tile_avx2`] with the prefetch choice made at run time (once per tile, not per k step).
 ///
@@ -76,14 +100,14 @@ const B_PREFETCH_AHEAD: usize = 512;
 /// As [`tile_avx2`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2_with(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2_with<E: PanelElem>(
     prefetch_b: bool,
     k: usize,
     a: *const f32,
     a_row: usize,
     a_col: usize,
-    b: *const f32,
+    b: *const E,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -93,9 +117,9 @@ unsafe fn tile_avx2_with(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         if prefetch_b {
-            tile_avx2::<MR_AVX2, true>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+            tile_avx2::<MR_AVX2, true, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
         } else {
-            tile_avx2::<MR_AVX2, false>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+            tile_avx2::<MR_AVX2, false, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
         }
     }
 }
@@ -103,17 +127,17 @@ unsafe fn tile_avx2_with(
 /// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
 ///
 /// # Safety
-/// AVX2 + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16, A's
+/// AVX2 + FMA + F16C, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16, A's
 /// elements readable at the strided addresses.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool>(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(
     k: usize,
     a: *const f32,
     a_row: usize,
     a_col: usize,
-    b: *const f32,
+    b: *const E,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -135,13 +159,15 @@ unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool>(
         for p in 0..k {
             // The first tile over a B panel streams it from memory (the whole cost when M is
             // small: one query); ask for it
-            // 2 KB (32 k steps) ahead of use. A prefetch never faults; the address may run
-            // past the panel, hence wrapping arithmetic.
+            // 2 KB ahead of use. A prefetch never faults; the address may run past the
+            // panel, hence wrapping arithmetic.
             if PREFETCH_B {
-                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 16 + B_PREFETCH_AHEAD) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (b.add(p * 16) as *const i8).wrapping_add(B_PREFETCH_AHEAD_BYTES),
+                );
             }
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let b0 = load8_avx2(b.add(p * 16));
+            let b1 = load8_avx2(b.add(p * 16 + 8));
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm256_broadcast_ss(&*rows[i].add(p * a_col));
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
@@ -188,11 +214,11 @@ impl MicroKernel for Avx512Kernel {
     const KC: usize = 128; // B micro-panel 128·32·4 = 16 KB: half of L1d
     const MC: usize = 192; // A block 192·128·4 = 96 KB of the 1 MB L2
 
-    unsafe fn tile(
+    unsafe fn tile<E: PanelElem>(
         self,
         k: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const E,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -209,10 +235,10 @@ impl MicroKernel for Avx512Kernel {
 /// AVX-512F + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 8, NR = 32.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn tile_avx512(
+unsafe fn tile_avx512<E: PanelElem>(
     k: usize,
     a: *const f32,
-    b: *const f32,
+    b: *const E,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -232,8 +258,8 @@ unsafe fn tile_avx512(
             }
         }
         for p in 0..k {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let b0 = load16_avx512(b.add(p * 32));
+            let b1 = load16_avx512(b.add(p * 32 + 16));
             let ap = a.add(p * MR);
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ap.add(i));
@@ -261,6 +287,26 @@ unsafe fn tile_avx512(
         for (i, row) in acc.iter().enumerate() {
             _mm512_storeu_ps(c.add(i * ldc), row[0]);
             _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+        }
+    }
+}
+
+/// Sixteen panel values from `p`, widened to f32.
+///
+/// # Safety
+/// AVX-512F, and 16 readable values at `p`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load16_avx512<E: PanelElem>(p: *const E) -> __m512 {
+    // SAFETY: 16 values = 64 bytes (f32) or 32 bytes (f16, bf16) readable at p (contract);
+    // the loads are unaligned.
+    unsafe {
+        match E::FORMAT {
+            PanelFormat::F32 => _mm512_loadu_ps(p as *const f32),
+            PanelFormat::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            PanelFormat::Bf16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+            )),
         }
     }
 }
