@@ -1,4 +1,4 @@
-//! Packed GEMM (each kernel this CPU supports) against matrixmultiply (`matmul_bias_nt`), in the
+//! Packed GEMM (each kernel this CPU supports, and f16 / bf16 panels) against matrixmultiply (`matmul_bias_nt`), in the
 //! same run, on the encoder's linear-layer shapes; and the f32 GELU kernels against the exact
 //! f64 one.
 //!
@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use koembed_benches::{interleaved_medians, matmul_flops, percent_of_peak, pseudo_random, Variant};
 use koembed_tensor::{
     gelu_erf_f32_inplace_with, gelu_erf_inplace, matmul_bias_nt, matmul_packed_bias, Epilogue,
-    GeluKernel, GemmKernel, PackedMatrix, Tensor,
+    GeluKernel, GemmKernel, PackedMatrix, PanelFormat, Tensor,
 };
 
 /// (K, N): e5-small FFN up / down, KoE5 FFN up / down.
@@ -139,11 +139,15 @@ fn summary(_: &mut Criterion) {
         let b = tensor(&[n], 3, 0.1);
         let flops = matmul_flops(m, k, n) as f64;
         let reps = (2e10 / flops).clamp(7.0, 300.0) as usize;
-        let packed: Vec<PackedMatrix> = GemmKernel::supported()
+        let mut packed: Vec<PackedMatrix> = GemmKernel::supported()
             .into_iter()
             .filter(|&kr| kr != GemmKernel::Portable || m <= 128)
             .map(|kr| PackedMatrix::pack_b_with_kernel(w.view(), kr).unwrap())
             .collect();
+        // Half-precision panels (--dtype f16 / bf16) on the fastest kernel.
+        for format in [PanelFormat::F16, PanelFormat::Bf16] {
+            packed.push(PackedMatrix::pack_b_as(w.view(), GemmKernel::detect(), format).unwrap());
+        }
         let outs: Vec<std::cell::RefCell<Tensor>> = (0..packed.len() + 3)
             .map(|_| std::cell::RefCell::new(Tensor::zeros(&[m, n])))
             .collect();
@@ -160,7 +164,7 @@ fn summary(_: &mut Criterion) {
         for (i, p) in packed.iter().enumerate() {
             let out = &outs[1 + i];
             variants.push((
-                format!("packed {:?}", p.kernel()),
+                format!("packed {:?} {}", p.kernel(), p.format().name()),
                 Box::new(move || {
                     let mut o = out.borrow_mut();
                     matmul_packed_bias(o.view_mut(), x.view(), p, b.view(), Epilogue::None).unwrap()

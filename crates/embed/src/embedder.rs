@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use koembed_tensor::{Tensor, TensorView};
-use koembed_xlmr::{Encoder, EncoderConfig, F32Weight, PackedBatch, WeightStore};
+use koembed_xlmr::{ComputeDtype, Encoder, EncoderConfig, F32Weight, PackedBatch, WeightStore};
 use ndarray::Array2;
 
 use crate::error::EmbedError;
@@ -145,8 +145,14 @@ pub struct Embedder {
 impl Embedder {
     /// Loads a sentence-transformers folder (or a bare Hugging Face model folder).
     pub fn load(path: &Path) -> Result<Self, EmbedError> {
+        Self::load_with_dtype(path, ComputeDtype::F32)
+    }
+
+    /// [`Self::load`] with the encoder's linear layers in `dtype` (f32 is exact; see
+    /// [`ComputeDtype`] for the others). Dense modules and pooling stay f32.
+    pub fn load_with_dtype(path: &Path, dtype: ComputeDtype) -> Result<Self, EmbedError> {
         let dir = ModelDir::read(path)?;
-        let encoder = Encoder::load(&dir.transformer_dir).map_err(|e| match e {
+        let encoder = Encoder::load_with_dtype(&dir.transformer_dir, dtype).map_err(|e| match e {
             koembed_xlmr::EncoderError::Config(e) => EmbedError::EncoderConfig(e),
             koembed_xlmr::EncoderError::Weights(e) => EmbedError::Weights(e),
             koembed_xlmr::EncoderError::Batch(e) => EmbedError::Option(e.to_string()),

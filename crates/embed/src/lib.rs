@@ -12,3 +12,4 @@ pub use error::EmbedError;
 pub use model_dir::ModelDir;
 pub use pool::{PoolingConfig, PoolingMode};
 pub use tokenize::{TextTokenizer, TokenizedText};
+pub use koembed_xlmr::ComputeDtype;

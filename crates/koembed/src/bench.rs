@@ -24,7 +24,7 @@ pub const EXAMPLES: &str = "Examples:\n  \
     W3 = 8 x 512 (long passages), on fixed token ids (splitmix64, the same ids as the \
     peer benchmarks; XLM-R vocabulary models only), through encoder, pooling and normalize. FILE = a text corpus (lines or .jsonl), embedded with the passage \
     prompt, tokenization included.\n\
-    --json prints one line: {\"peer\", \"model\", \"workload\", \"threads\", \"tokens\", \"n\", \"ms\", \
+    --json prints one line: {\"peer\", \"model\", \"workload\", \"threads\", \"dtype\", \"tokens\", \"n\", \"ms\", \
     \"ms_min\", \"tok_s\", \"peak_rss_mb\"}, ms being the median per call.";
 
 #[derive(clap::Args, Debug)]
@@ -112,7 +112,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if !(args.seconds.is_finite() && args.seconds >= 0.0) {
         bail!("--seconds must be a number >= 0, not {}", args.seconds);
     }
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let model_name = model_label(&args.model.model);
     let min_time = Duration::from_secs_f64(args.seconds);
     let calls = args.calls.map(|n| n as usize);
@@ -181,6 +181,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "model": model_name,
             "workload": args.workload,
             "threads": ctx.threads,
+            "dtype": args.model.dtype.name(),
             "tokens": tokens,
             "n": timings.calls.len(),
             "ms": round(median * 1e3, 3),
@@ -191,8 +192,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         format!("{line}\n")
     } else {
         format!(
-            "{model_name}, {label}, {} threads\n\
+            "{model_name} ({}), {label}, {} threads\n\
              {} calls: median {:.2} ms (min {:.2} ms), {tok_s:.0} tokens/s, peak RSS {rss:.1} MB\n",
+            args.model.dtype,
             ctx.threads,
             timings.calls.len(),
             median * 1e3,

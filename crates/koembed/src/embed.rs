@@ -74,7 +74,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "refusing to write binary .npy data to a terminal: give -o FILE.npy or redirect stdout"
         );
     }
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let options = EmbedOptions {
         prompt: args.prompt.prompt(),
         normalize: if args.no_normalize { Some(false) } else { None },

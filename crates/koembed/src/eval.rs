@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let options = |prompt: &str| EmbedOptions {
         prompt: Prompt::Named(prompt.to_string()),
         normalize: Some(true),

@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let mut text = report(&embedder);
     let _ = writeln!(text, "threads      {} (change with --threads)", ctx.threads);
     output::write_stdout(text.as_bytes())
@@ -68,14 +68,11 @@ pub fn report(embedder: &Embedder) -> String {
         "parameters   {:.1} M (encoder, no pooler)",
         c.parameter_count() as f64 / 1e6
     );
-    let mut on_disk = Vec::new();
-    let mut converted = 0usize;
-    for (dtype, (count, bytes)) in weights.dtype_summary() {
-        on_disk.push(format!("{dtype}: {count} tensors, {}", mib(bytes)));
-        if dtype != "F32" && dtype != "I64" {
-            converted += bytes * 2;
-        }
-    }
+    let on_disk: Vec<String> = weights
+        .dtype_summary()
+        .into_iter()
+        .map(|(dtype, (count, bytes))| format!("{dtype}: {count} tensors, {}", mib(bytes)))
+        .collect();
     let _ = writeln!(
         w,
         "on disk      {} in {} file(s): {}",
@@ -83,17 +80,14 @@ pub fn report(embedder: &Embedder) -> String {
         weights.paths().len(),
         on_disk.join("; ")
     );
-    let mapped = mib(weights.mapped_bytes());
-    let private = match converted {
-        0 => "all f32: used in place, nothing copied".to_string(),
-        n => format!(
-            "plus {} private: half-precision weights converted to f32 at load",
-            mib(n)
-        ),
-    };
+    let encoder = embedder.encoder();
     let _ = writeln!(
         w,
-        "memory       weights {mapped} mapped from the file (page cache, shared), {private}"
+        "memory       linear layers packed in {} at load: {} private; the file ({}) stays mapped \
+         (page cache, shared) for embedding rows, read as used",
+        encoder.dtype(),
+        mib(encoder.packed_weight_bytes()),
+        mib(weights.mapped_bytes()),
     );
     let max_len = embedder.tokenizer().max_seq_length();
     let _ = writeln!(

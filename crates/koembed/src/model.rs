@@ -2,7 +2,7 @@
 //! cut; and loading, with the checks that make a bad option fail before any work is done.
 
 use anyhow::{bail, Context as _};
-use koembed_embed::{Embedder, Prompt, DEFAULT_MAX_BATCH_TOKENS};
+use koembed_embed::{ComputeDtype, Embedder, Prompt, DEFAULT_MAX_BATCH_TOKENS};
 
 use crate::cli::Context;
 
@@ -13,6 +13,11 @@ pub struct ModelArg {
     /// `org/name[@revision]` (downloaded into the Hugging Face cache when missing).
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: String,
+    /// What the encoder's linear layers compute in: f32 (exact, the default), f16 (half the
+    /// weight memory), bf16 (bf16 weights and activations, f32 sums) or int8 (per-channel
+    /// weights, per-row activations). Accuracy per dtype: README, "Reduced precision".
+    #[arg(long, value_name = "DTYPE", default_value = "f32")]
+    pub dtype: ComputeDtype,
 }
 
 /// `--prompt NAME` or `--prefix TEXT`.
@@ -52,7 +57,8 @@ pub struct BatchTokensArg {
 }
 
 /// Resolves `spec` (a folder or a hub id) and loads the model; prints its warnings unless `-q`.
-pub fn load(spec: &str, ctx: &Context) -> anyhow::Result<Embedder> {
+pub fn load(model: &ModelArg, ctx: &Context) -> anyhow::Result<Embedder> {
+    let spec = model.model.as_str();
     let options = koembed_hub::ResolveOptions {
         progress: !ctx.quiet,
         ..Default::default()
@@ -60,7 +66,8 @@ pub fn load(spec: &str, ctx: &Context) -> anyhow::Result<Embedder> {
     let dir = koembed_hub::resolve_model(spec, &options)
         .with_context(|| format!("cannot find the model {spec}"))?;
     let embedder =
-        Embedder::load(&dir).with_context(|| format!("cannot load the model {}", dir.display()))?;
+        Embedder::load_with_dtype(&dir, model.dtype)
+            .with_context(|| format!("cannot load the model {}", dir.display()))?;
     for warning in &embedder.model_dir().warnings {
         ctx.note(&format!("warning: {warning}"));
     }

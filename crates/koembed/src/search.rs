@@ -87,7 +87,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         bail!("--corpus must be a file: its vectors are cached beside it");
     }
     let queries = input::args_or_stdin(&args.queries, "query", "queries")?;
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let options = |prompt: Prompt| EmbedOptions {
         prompt,
         normalize: Some(true),

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let texts = input::args_or_stdin(&args.texts, "text", "texts")?;
-    let embedder = model::load(&args.model.model, ctx)?;
+    let embedder = model::load(&args.model, ctx)?;
     let prompt = args.prompt.prompt();
     let literal = model::check_prompt(&embedder, &prompt)?;
     let mut out = String::new();

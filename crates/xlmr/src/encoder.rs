@@ -8,8 +8,9 @@ use koembed_tensor::Tensor;
 
 use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
+use crate::dtype::ComputeDtype;
 use crate::layer::{EncoderLayer, LayerNormParams, LayerScratch, Linear};
-use crate::weights::{legacy_alias, scoped, F32Weight, WeightError, WeightStore};
+use crate::weights::{legacy_alias, scoped, F32Weight, MappedTable, WeightError, WeightStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -26,17 +27,28 @@ pub enum EncoderError {
 pub(crate) struct WeightScope<'a> {
     pub store: &'a WeightStore,
     pub prefix: String,
+    /// What the linear layers are packed in.
+    pub dtype: ComputeDtype,
 }
 
 impl WeightScope<'_> {
     pub fn load(&self, name: &str, shape: &[usize]) -> Result<F32Weight, WeightError> {
+        self.store.load_f32(&self.resolve(name), shape)
+    }
+
+    /// The stored name of `name`: with the prefix, or its legacy alias when only that exists.
+    fn resolve(&self, name: &str) -> String {
         let full = scoped(&self.prefix, name);
         if !self.store.contains(&full) {
             if let Some(alias) = legacy_alias(&full).filter(|a| self.store.contains(a)) {
-                return self.store.load_f32(&alias, shape);
+                return alias;
             }
         }
-        self.store.load_f32(&full, shape)
+        full
+    }
+
+    pub fn table(&self, name: &str, shape: [usize; 2]) -> Result<MappedTable, WeightError> {
+        self.store.load_table(&self.resolve(name), shape)
     }
 
     /// Checks an `nn.Linear`'s weight and bias, and packs the weight for the GEMM kernel.
@@ -54,6 +66,7 @@ impl WeightScope<'_> {
             &bias,
             out_features,
             in_features,
+            self.dtype,
         ))
     }
 
@@ -77,6 +90,7 @@ impl WeightScope<'_> {
             &refs,
             out_features_each,
             in_features,
+            self.dtype,
         ))
     }
 
@@ -90,7 +104,8 @@ impl WeightScope<'_> {
 
 /// The embedding tables and their LayerNorm.
 struct Embeddings {
-    word: F32Weight,
+    /// Left in the file in its own dtype: a batch reads only its tokens' rows.
+    word: MappedTable,
     position: F32Weight,
     token_type: F32Weight,
     layer_norm: LayerNormParams,
@@ -99,6 +114,7 @@ struct Embeddings {
 /// A loaded BERT / XLM-R encoder: the config, the mapped checkpoint and every layer's weights.
 pub struct Encoder {
     config: EncoderConfig,
+    dtype: ComputeDtype,
     store: WeightStore,
     embeddings: Embeddings,
     layers: Vec<EncoderLayer>,
@@ -107,21 +123,36 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `config.json` and the safetensors checkpoint of a Hugging Face model folder.
     pub fn load(dir: &Path) -> Result<Self, EncoderError> {
-        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
-        let store = WeightStore::open_dir(dir)?;
-        Ok(Self::from_parts(config, store)?)
+        Self::load_with_dtype(dir, ComputeDtype::F32)
     }
 
-    /// Checks and resolves every weight the forward pass will read.
+    /// [`Self::load`] with the linear layers packed in `dtype`.
+    pub fn load_with_dtype(dir: &Path, dtype: ComputeDtype) -> Result<Self, EncoderError> {
+        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open_dir(dir)?;
+        Ok(Self::from_parts_with_dtype(config, store, dtype)?)
+    }
+
+    /// Checks and resolves every weight the forward pass will read (f32 linear layers).
     pub fn from_parts(config: EncoderConfig, store: WeightStore) -> Result<Self, WeightError> {
+        Self::from_parts_with_dtype(config, store, ComputeDtype::F32)
+    }
+
+    /// [`Self::from_parts`] with the linear layers packed in `dtype`.
+    pub fn from_parts_with_dtype(
+        config: EncoderConfig,
+        store: WeightStore,
+        dtype: ComputeDtype,
+    ) -> Result<Self, WeightError> {
         let prefix = resolve_prefix(&config, &store);
         let scope = WeightScope {
             store: &store,
             prefix,
+            dtype,
         };
         let h = config.hidden_size;
         let embeddings = Embeddings {
-            word: scope.load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            word: scope.table("embeddings.word_embeddings.weight", [config.vocab_size, h])?,
             position: scope.load(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
@@ -140,6 +171,7 @@ impl Encoder {
         store.release_resident_pages();
         Ok(Encoder {
             config,
+            dtype,
             store,
             embeddings,
             layers,
@@ -148,6 +180,16 @@ impl Encoder {
 
     pub fn config(&self) -> &EncoderConfig {
         &self.config
+    }
+
+    /// What the linear layers compute in.
+    pub fn dtype(&self) -> ComputeDtype {
+        self.dtype
+    }
+
+    /// Bytes held by the packed linear-layer weights (the bulk of the encoder's own memory).
+    pub fn packed_weight_bytes(&self) -> usize {
+        self.layers.iter().map(EncoderLayer::packed_weight_bytes).sum()
     }
 
     pub fn weights(&self) -> &WeightStore {
@@ -194,17 +236,9 @@ impl Encoder {
         let token_type = &self.store.f32_data(&self.embeddings.token_type)[..h];
         let mut x = Tensor::zeros(&[batch.num_tokens(), h]);
         let ids = batch.ids.iter().map(|&id| id as usize);
-        if self
-            .store
-            .gather_rows(&self.embeddings.word, h, ids.clone(), x.as_mut_slice())
-            .is_err()
-        {
-            // A failed read of a file that is mapped and checked: read the rows from the map.
-            let word = self.store.f32_data(&self.embeddings.word);
-            for (id, out) in ids.zip(x.as_mut_slice().chunks_exact_mut(h)) {
-                out.copy_from_slice(&word[id * h..(id + 1) * h]);
-            }
-        }
+        self.store
+            .gather_rows(&self.embeddings.word, ids, x.as_mut_slice())
+            .expect("token ids are checked against the vocabulary when the batch is built");
         for (t, out) in x.as_mut_slice().chunks_exact_mut(h).enumerate() {
             let pos = batch.positions[t] as usize;
             let p = &position[pos * h..(pos + 1) * h];

@@ -3,19 +3,49 @@
 
 use koembed_tensor as ops;
 use koembed_tensor::{
-    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, PackedMatrix, Tensor, TensorView,
+    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
+    PanelFormat, Tensor, TensorView,
 };
 
 use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
+use crate::dtype::ComputeDtype;
 use crate::encoder::WeightScope;
 use crate::weights::{F32Weight, WeightError, WeightStore};
 
 /// An `nn.Linear`: the weight [out, in] (PyTorch layout) packed once at load into the GEMM
-/// kernel's panel layout, and the bias [out].
+/// kernel's panel layout, in the encoder's [`ComputeDtype`], and the bias [out] (f32).
 pub(crate) struct Linear {
-    pub weight: PackedMatrix,
+    pub weight: LinearWeight,
     pub bias: Tensor,
+}
+
+/// A linear layer's packed weight in one [`ComputeDtype`].
+pub(crate) enum LinearWeight {
+    /// f32, f16 or bf16 panels of the float GEMM.
+    Float(PackedMatrix),
+}
+
+impl LinearWeight {
+    fn pack(w: TensorView<'_>, dtype: ComputeDtype) -> Self {
+        let format = match dtype {
+            ComputeDtype::F32 => PanelFormat::F32,
+            ComputeDtype::F16 => PanelFormat::F16,
+            ComputeDtype::Bf16 => PanelFormat::Bf16,
+            ComputeDtype::Int8 => PanelFormat::F32,
+        };
+        LinearWeight::Float(
+            PackedMatrix::pack_b_as(w, GemmKernel::detect(), format)
+                .expect("a checked [out, in] weight packs"),
+        )
+    }
+
+    /// Bytes held by the packed weight.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            LinearWeight::Float(p) => p.memory_bytes(),
+        }
+    }
 }
 
 impl Linear {
@@ -25,8 +55,9 @@ impl Linear {
         bias: &F32Weight,
         out_features: usize,
         in_features: usize,
+        dtype: ComputeDtype,
     ) -> Self {
-        Self::stacked(store, &[(weight, bias)], out_features, in_features)
+        Self::stacked(store, &[(weight, bias)], out_features, in_features, dtype)
     }
 
     /// Several linear layers over the same input as one: their weights stacked along the
@@ -36,25 +67,27 @@ impl Linear {
         parts: &[(&F32Weight, &F32Weight)],
         out_features_each: usize,
         in_features: usize,
+        dtype: ComputeDtype,
     ) -> Self {
         let out_features = out_features_each * parts.len();
         let weight = match parts {
-            [(w, _)] => PackedMatrix::pack_b(
+            [(w, _)] => LinearWeight::pack(
                 TensorView::new(store.f32_data(w), &[out_features, in_features])
                     .expect("weight shape checked at load"),
+                dtype,
             ),
             _ => {
                 let mut stacked = Vec::with_capacity(out_features * in_features);
                 for (w, _) in parts {
                     stacked.extend_from_slice(store.f32_data(w));
                 }
-                PackedMatrix::pack_b(
+                LinearWeight::pack(
                     TensorView::new(&stacked, &[out_features, in_features])
                         .expect("weight shapes checked at load"),
+                    dtype,
                 )
             }
-        }
-        .expect("a checked [out, in] weight packs");
+        };
         let mut bias = Vec::with_capacity(out_features);
         for (_, b) in parts {
             bias.extend_from_slice(store.f32_data(b));
@@ -67,26 +100,26 @@ impl Linear {
 
     /// out[M, out_features] = epilogue(x · Wᵀ + b), into a buffer of that shape.
     pub fn forward_into(&self, out: &mut Tensor, x: &Tensor, epilogue: Epilogue) {
-        matmul_packed_bias(
-            out.view_mut(),
-            x.view(),
-            &self.weight,
-            self.bias.view(),
-            epilogue,
-        )
+        match &self.weight {
+            LinearWeight::Float(w) => {
+                matmul_packed_bias(out.view_mut(), x.view(), w, self.bias.view(), epilogue)
+            }
+        }
         .expect("shapes checked at load");
     }
 
     /// out[M, out_features] = x · Wᵀ + b + residual: the projection and its residual
     /// connection, into a buffer of that shape.
     pub fn forward_residual_into(&self, out: &mut Tensor, x: &Tensor, residual: &Tensor) {
-        matmul_packed_bias_residual(
-            out.view_mut(),
-            x.view(),
-            &self.weight,
-            self.bias.view(),
-            residual.view(),
-        )
+        match &self.weight {
+            LinearWeight::Float(w) => matmul_packed_bias_residual(
+                out.view_mut(),
+                x.view(),
+                w,
+                self.bias.view(),
+                residual.view(),
+            ),
+        }
         .expect("shapes checked at load");
     }
 }
@@ -166,6 +199,14 @@ impl EncoderLayer {
         })
     }
 
+    /// Bytes held by the layer's packed linear weights.
+    pub(crate) fn packed_weight_bytes(&self) -> usize {
+        [&self.qkv, &self.attention_output, &self.intermediate, &self.output]
+            .iter()
+            .map(|l| l.weight.memory_bytes())
+            .sum()
+    }
+
     /// x[num_tokens, hidden] -> the layer's output, in place.
     pub(crate) fn forward(
         &self,
@@ -188,7 +229,7 @@ impl EncoderLayer {
             qkv.view(),
             sequences,
             config.num_heads,
-            self.qkv.weight.kernel(),
+            GemmKernel::detect(),
         )
         .expect("shapes follow the config");
         self.attention_output

@@ -6,12 +6,14 @@
 
 pub mod batch;
 pub mod config;
+pub mod dtype;
 pub mod encoder;
 pub mod layer;
 pub mod weights;
 
 pub use batch::{BatchError, PackedBatch};
 pub use config::{ConfigError, EncoderConfig, Family};
+pub use dtype::ComputeDtype;
 pub use encoder::{Encoder, EncoderError};
 pub use layer::EncoderLayer;
-pub use weights::{F32Weight, WeightDtype, WeightError, WeightStore};
+pub use weights::{F32Weight, MappedTable, WeightDtype, WeightError, WeightStore};

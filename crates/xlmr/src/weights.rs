@@ -2,7 +2,9 @@
 //! name and checked for dtype and shape before use.
 //!
 //! f32 tensors are borrowed straight from the map (no copy); f16 and bf16 tensors are converted
-//! to f32 once, at load. Errors name the file, the tensor, what was expected and what was found.
+//! to f32 once, at load ([`WeightStore::load_f32`]). Embedding tables stay in the file in their
+//! own dtype and only the rows a batch needs are read ([`WeightStore::load_table`]). Errors
+//! name the file, the tensor, what was expected and what was found.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -102,6 +104,31 @@ pub struct TensorEntry {
 pub enum F32Weight {
     Mapped { file: usize, bytes: Range<usize> },
     Owned(Vec<f32>),
+}
+
+/// A `[rows, row_len]` table (an embedding matrix) left in the file, in the file's dtype: read
+/// row by row with [`WeightStore::gather_rows`], never converted or held whole.
+#[derive(Debug)]
+pub struct MappedTable {
+    file: usize,
+    bytes: Range<usize>,
+    dtype: WeightDtype,
+    rows: usize,
+    row_len: usize,
+}
+
+impl MappedTable {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
 }
 
 /// A checkpoint: every tensor of one `model.safetensors` or of the shards an index names.
@@ -297,6 +324,44 @@ impl WeightStore {
     /// Checks that `name` exists with a float dtype and the expected shape, and returns it as
     /// f32: borrowed from the map when possible, converted once otherwise.
     pub fn load_f32(&self, name: &str, expected_shape: &[usize]) -> Result<F32Weight, WeightError> {
+        let (entry, dtype) = self.checked_entry(name, expected_shape)?;
+        let bytes = &self.files[entry.file].map[entry.bytes.clone()];
+        Ok(match dtype {
+            WeightDtype::F32
+                if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) =>
+            {
+                F32Weight::Mapped {
+                    file: entry.file,
+                    bytes: entry.bytes.clone(),
+                }
+            }
+            _ => F32Weight::Owned(decode_f32(bytes, dtype)),
+        })
+    }
+
+    /// Checks that `name` exists with a float dtype and shape `[rows, row_len]`, and leaves it
+    /// in the file (see [`MappedTable`]).
+    pub fn load_table(
+        &self,
+        name: &str,
+        expected_shape: [usize; 2],
+    ) -> Result<MappedTable, WeightError> {
+        let (entry, dtype) = self.checked_entry(name, &expected_shape)?;
+        Ok(MappedTable {
+            file: entry.file,
+            bytes: entry.bytes.clone(),
+            dtype,
+            rows: expected_shape[0],
+            row_len: expected_shape[1],
+        })
+    }
+
+    /// The entry of `name` if it exists with a float dtype and the expected shape.
+    fn checked_entry(
+        &self,
+        name: &str,
+        expected_shape: &[usize],
+    ) -> Result<(&TensorEntry, WeightDtype), WeightError> {
         let entry = self.entries.get(name).ok_or_else(|| WeightError::Missing {
             tensor: name.to_string(),
             files: self.files_display(),
@@ -316,35 +381,7 @@ impl WeightStore {
                 found: entry.shape.clone(),
             });
         }
-        let bytes = &self.files[entry.file].map[entry.bytes.clone()];
-        Ok(match dtype {
-            WeightDtype::F32
-                if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) =>
-            {
-                F32Weight::Mapped {
-                    file: entry.file,
-                    bytes: entry.bytes.clone(),
-                }
-            }
-            WeightDtype::F32 => F32Weight::Owned(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ),
-            WeightDtype::F16 => F32Weight::Owned(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-            ),
-            WeightDtype::BF16 => F32Weight::Owned(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-            ),
-        })
+        Ok((entry, dtype))
     }
 
     /// Drops the mapped pages from this process's resident memory and asks the kernel not to
@@ -364,49 +401,37 @@ impl WeightStore {
         }
     }
 
-    /// Copies rows `ids` of a `[rows, row_len]` weight into consecutive `row_len` slices of
-    /// `out` (an embedding lookup).
+    /// Copies rows `ids` of `table` into consecutive `row_len` slices of `out`, as f32 (an
+    /// embedding lookup).
     ///
-    /// A weight borrowed from the map is read with positioned reads instead of through the
-    /// map: a lookup touches a few scattered rows of a table that is most of the file (250k x
-    /// 384 f32 = 384 MB for e5-small), and page faults would map whole neighbourhoods of pages
-    /// around each row, until the table is resident. Errors name the file.
+    /// The rows are read with positioned reads instead of through the map: a lookup touches a
+    /// few scattered rows of a table that is most of the file (250k x 384 f32 = 384 MB for
+    /// e5-small), and page faults would map whole neighbourhoods of pages around each row,
+    /// until the table is resident. If a read fails (the file was replaced or truncated under
+    /// us), the rows come from the map instead; an id outside the table is an error.
     pub fn gather_rows(
         &self,
-        weight: &F32Weight,
-        row_len: usize,
+        table: &MappedTable,
         ids: impl IntoIterator<Item = usize>,
         out: &mut [f32],
     ) -> Result<(), WeightError> {
         use std::os::unix::fs::FileExt;
-        let rows = out.chunks_exact_mut(row_len.max(1));
-        match weight {
-            F32Weight::Owned(values) => {
-                for (id, dst) in ids.into_iter().zip(rows) {
-                    dst.copy_from_slice(&values[id * row_len..(id + 1) * row_len]);
-                }
+        let mapped = &self.files[table.file];
+        let row_bytes = table.row_len * table.dtype.size_in_bytes();
+        let mut buf = vec![0u8; row_bytes];
+        for (id, dst) in ids.into_iter().zip(out.chunks_exact_mut(table.row_len.max(1))) {
+            if id >= table.rows {
+                return Err(WeightError::Index {
+                    path: mapped.path.clone(),
+                    reason: format!("row {id} is outside a table of {} rows", table.rows),
+                });
             }
-            F32Weight::Mapped { file, bytes } => {
-                let mapped = &self.files[*file];
-                let mut buf = vec![0u8; row_len * 4];
-                for (id, dst) in ids.into_iter().zip(rows) {
-                    let start = bytes.start + id * row_len * 4;
-                    assert!(
-                        start + buf.len() <= bytes.end,
-                        "row {id} outside the weight"
-                    );
-                    mapped
-                        .file
-                        .read_exact_at(&mut buf, start as u64)
-                        .map_err(|source| WeightError::Io {
-                            path: mapped.path.clone(),
-                            source,
-                        })?;
-                    for (d, b) in dst.iter_mut().zip(buf.chunks_exact(4)) {
-                        *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    }
-                }
-            }
+            let start = table.bytes.start + id * row_bytes;
+            let bytes = match mapped.file.read_exact_at(&mut buf, start as u64) {
+                Ok(()) => &buf[..],
+                Err(_) => &mapped.map[start..start + row_bytes],
+            };
+            decode_into(bytes, table.dtype, dst);
         }
         Ok(())
     }
@@ -424,6 +449,33 @@ impl WeightStore {
                 let (head, values, tail) = unsafe { raw.align_to::<f32>() };
                 debug_assert!(head.is_empty() && tail.is_empty());
                 values
+            }
+        }
+    }
+}
+
+/// Little-endian `dtype` values to f32.
+fn decode_f32(bytes: &[u8], dtype: WeightDtype) -> Vec<f32> {
+    let mut out = vec![0.0f32; bytes.len() / dtype.size_in_bytes()];
+    decode_into(bytes, dtype, &mut out);
+    out
+}
+
+fn decode_into(bytes: &[u8], dtype: WeightDtype, out: &mut [f32]) {
+    match dtype {
+        WeightDtype::F32 => {
+            for (d, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        WeightDtype::F16 => {
+            for (d, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        WeightDtype::BF16 => {
+            for (d, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
             }
         }
     }

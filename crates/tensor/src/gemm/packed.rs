@@ -318,6 +318,35 @@ impl PackedMatrix {
     }
 }
 
+/// Rows `0..m` of `x` (row stride `lda`, `k` values each) rounded to bf16 precision (nearest,
+/// ties to even) and stored as f32, row stride `k`.
+fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * k];
+    let round_row = |(i, dst): (usize, &mut [f32])| {
+        for (d, &v) in dst.iter_mut().zip(&x[i * lda..i * lda + k]) {
+            *d = round_to_bf16(v);
+        }
+    };
+    if m * k < PAR_MIN_FMAS / 4 {
+        out.chunks_exact_mut(k.max(1)).enumerate().for_each(round_row);
+    } else {
+        out.par_chunks_exact_mut(k.max(1)).enumerate().for_each(round_row);
+    }
+    out
+}
+
+/// `bf16::from_f32(v).to_f32()` without the branches, so that the loop vectorises: add half an
+/// ulp of bf16 (less one, plus the kept low bit: ties to even) and clear the low 16 bits. NaN
+/// stays NaN (its quiet bit is set first, so no carry reaches the exponent); ±inf and values
+/// that round past f32::MAX become ±inf, as in the reference conversion.
+#[inline]
+pub(crate) fn round_to_bf16(v: f32) -> f32 {
+    let bits = v.to_bits();
+    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
+    f32::from_bits(if nan { (bits | 0x0040_0000) & 0xffff_0000 } else { rounded })
+}
+
 /// A zero-filled buffer with `len` f32 starting at a 64-byte boundary: (buffer, start index).
 fn aligned_zeros(len: usize) -> (Vec<f32>, usize) {
     let buf = vec![0.0f32; len + 15];
@@ -485,7 +514,17 @@ impl Call<'_> {
         match self.w.format {
             PanelFormat::F32 => self.dispatch_kernel::<f32>(out),
             PanelFormat::F16 => self.dispatch_kernel::<half::f16>(out),
-            PanelFormat::Bf16 => self.dispatch_kernel::<half::bf16>(out),
+            PanelFormat::Bf16 => {
+                // bf16 compute: the activations are rounded to bf16 like the weights (what a
+                // `vdpbf16ps` kernel would multiply), the products accumulate in f32.
+                let rounded = round_rows_to_bf16(self.x, self.m, self.k, self.lda);
+                let call = Call {
+                    x: &rounded,
+                    lda: self.k,
+                    ..*self
+                };
+                call.dispatch_kernel::<half::bf16>(out)
+            }
         }
     }
 
@@ -754,5 +793,30 @@ impl Call<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_to_bf16;
+
+    #[test]
+    fn bf16_rounding_matches_the_reference_conversion() {
+        // Every exponent, sign and the low bits around the rounding point (ties included).
+        let mut checked = 0;
+        for hi in (0u32..=0xffff).step_by(7) {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff, 0x1234, 0xc000] {
+                let v = f32::from_bits(hi << 16 | lo);
+                let want = half::bf16::from_f32(v).to_f32();
+                let got = round_to_bf16(v);
+                if want.is_nan() {
+                    assert!(got.is_nan(), "{v:e} ({:#x})", v.to_bits());
+                } else {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{v:e} ({:#x})", v.to_bits());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 70_000);
     }
 }
