@@ -42,6 +42,9 @@ pub mod testing;
 pub use gemm::naive;
 
 pub use error::{Result, TensorError};
+pub use gemm::int8::{
+    matmul_quantized_bias, matmul_quantized_bias_residual, Int8Kernel, QuantizedMatrix,
+};
 pub use gemm::packed::{
     matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
     PanelFormat,

@@ -18,6 +18,7 @@
 //! thread count, and not on which other rows share the call (a text alone equals the same text
 //! inside a batch; see the `row_results_do_not_depend_on_the_batch` test).
 
+pub mod int8;
 mod kernels;
 pub mod naive;
 pub mod packed;

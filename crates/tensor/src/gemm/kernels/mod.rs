@@ -12,6 +12,9 @@
 //! not on M, the tile it falls in, the blocking, or the thread count. The AVX2 and AVX-512
 //! kernels perform the same fused operations, so they give the same bits as each other.
 
+pub(crate) mod int8_portable;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod int8_x86;
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

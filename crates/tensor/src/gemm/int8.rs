@@ -1,0 +1,722 @@
+//! Int8 GEMM for linear layers: weights quantized once at load, activations per row per call,
+//! `out = epilogue(dequant(q_x · q_wᵀ) + bias)`.
+//!
+//! ```text
+//! let w1 = QuantizedMatrix::quantize_b(w1_view)?;          // at model load, w1: [N, K]
+//! matmul_quantized_bias(h, x, &w1, b1, Epilogue::Gelu)?;   // h[M,N] ≈ gelu(x[M,K] · w1ᵀ + b1)
+//! ```
+//!
+//! An approximation of [`matmul_packed_bias`](super::packed::matmul_packed_bias), opt-in by
+//! building a [`QuantizedMatrix`] instead of a `PackedMatrix`: about a quarter of the weight
+//! memory, and faster where the f32 kernel is compute bound.
+//!
+//! # Quantization (symmetric, no zero points, never -128)
+//! For a row `v` of K values (a weight row `w[j, :]` at [`QuantizedMatrix::quantize_b`], an
+//! activation row `x[i, :]` at every call):
+//! - `scale = max_k |v[k]| / 127` (one f32 division);
+//! - `q[k] = clamp(round_half_even(v[k] / scale), -127, 127)` (one f32 division per element,
+//!   rounded to nearest, ties to even, as the default FP rounding mode does).
+//!
+//! A row whose scale is 0 (all zeros, or a max so small that `max / 127` underflows) gets
+//! `q = 0` and scale 0: its products are 0, never NaN. Weights must be finite
+//! ([`QuantizedMatrix::quantize_b`] refuses others); an activation row holding a NaN or an
+//! infinity has a NaN or infinite scale and `q = 0`, so its whole output row is NaN.
+//!
+//! Activations are quantized per row, once per call, before any task starts: a row's result
+//! never depends on the other rows, on M, on the task split or on the thread count.
+//!
+//! # Arithmetic
+//! `acc[i, j] = Σ_k q_x[i, k] · q_w[j, k]` is exact in i32: |acc| <= 127² · K < 2³¹ for
+//! K <= [`MAX_K`] (checked at quantize time). The output element, in f32 and this order
+//! (separate multiply and add, no FMA, on every kernel):
+//!
+//! ```text
+//! v = f32(acc) · (scale_x[i] · scale_w[j]) + bias[j]    // f32(acc): round to nearest even
+//! v = gelu_erf_f32(v)                                     // Epilogue::Gelu
+//! v = v + residual[i, j]                                  // matmul_quantized_bias_residual
+//! ```
+//!
+//! Every kernel performs exactly these operations (the vector GELU is bit for bit
+//! [`gelu_erf_f32`](crate::gelu_erf_f32)), so the AVX2 kernel, the portable kernel and the
+//! scalar [`naive`] twin give the same bits, which the tests assert.
+//!
+//! # Error against the f32 product
+//! Each quantized value is off by at most half a step, so with `e_x = scale_x / 2`,
+//! `e_w = scale_w / 2`: `|out - x·wᵀ - bias| <= e_x·Σ_k|w| + e_w·Σ_k|x| + K·e_x·e_w` plus f32
+//! rounding of the epilogue (tested, with the cosine of whole rows, in `tests/int8_gemm.rs`).
+//!
+//! # Layout and loops
+//! [`QuantizedMatrix`] stores `q_w` in panels of [`NR`] = 16 output columns, K padded with
+//! zeros to a multiple of 4 and N to a multiple of 16 (scale 0 past N): for each group of 4
+//! consecutive k (a "quad"), the 16 columns' 4 bytes each, so that one 32-byte load holds 8
+//! columns x 4 k and lines up with a broadcast of 4 bytes of an activation row. Both kernels
+//! read this one layout. The driver quantizes x into `M` (rounded up to [`MR`]) rows of
+//! K padded to 4 bytes, plus their absolute values for the AVX2 kernel; tasks (a block of rows
+//! x a range of panels) run on rayon as in [`super::packed`]; each tile multiplies [`MR`] rows
+//! by one panel over the whole K (an i32 accumulator needs no K blocking).
+
+use rayon::prelude::*;
+
+use super::kernels::int8_portable::PortableInt8Kernel;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::int8_x86::Avx2Int8Kernel;
+use super::packed::Epilogue;
+use crate::error::{expect_2d, expect_shape, Result, TensorError};
+use crate::ops::gelu_f32::gelu_erf_f32;
+use crate::tensor::{TensorView, TensorViewMut};
+
+/// Rows of a register tile (one activation row broadcast each per k quad).
+pub(crate) const MR: usize = 4;
+/// Columns of a weight panel and of a register tile: two ymm vectors of 8 i32 accumulators.
+pub(crate) const NR: usize = 16;
+/// Largest K whose sums cannot overflow i32: 127² · K <= i32::MAX.
+pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
+
+/// Below this many multiply-adds (M·N·K) a call runs on the calling thread only.
+const PAR_MIN_MACS: usize = 1 << 18;
+/// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
+const TASKS_PER_THREAD: usize = 4;
+/// Bytes of quantized activations (values and absolute values) one M block may hold: they stay
+/// in the 512 KB L2 while the block's weight panels stream past.
+const A_BLOCK_BYTES: usize = 192 * 1024;
+/// Below this many activation values, quantizing them is not worth handing to rayon.
+const PAR_MIN_QUANTIZE: usize = 1 << 16;
+/// 1.5·2²³: for |y| < 2²², `(y + ROUND_MAGIC) - ROUND_MAGIC` is y rounded to the nearest
+/// integer, ties to even (the sum lands where the f32 spacing is 1), in plain arithmetic that
+/// vectorises, unlike `round_ties_even` on x86-64's SSE2 baseline.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// Which micro-kernel multiplies with a [`QuantizedMatrix`]. Both read the same packed layout
+/// and give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// AVX2: `vpmaddubsw` on |x| and w with x's sign, `vpmaddwd` to i32; 4 x 16 tile.
+    Avx2,
+    /// Plain Rust i32 dot products.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The fastest kernel this CPU supports.
+    pub fn detect() -> Int8Kernel {
+        Self::supported()[0]
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 => Avx2Int8Kernel::new().is_some(),
+            Int8Kernel::Portable => PortableInt8Kernel::new().is_some(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every kernel this CPU supports, fastest first (never empty: ends with `Portable`).
+    pub fn supported() -> Vec<Int8Kernel> {
+        [Int8Kernel::Avx2, Int8Kernel::Portable]
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .collect()
+    }
+}
+
+/// The inputs of one register tile: [`MR`] quantized activation rows times one weight panel.
+pub(crate) struct Int8Tile<'a> {
+    /// Row `i` of the tile is `a[i·lda..][..k_pad]`.
+    pub(crate) a: &'a [i8],
+    /// `|a|`, same layout (the AVX2 kernel's unsigned operand).
+    pub(crate) a_abs: &'a [u8],
+    pub(crate) lda: usize,
+    /// One weight panel: `k_pad / 4` quads of NR columns x 4 bytes.
+    pub(crate) b: &'a [i8],
+    pub(crate) row_scales: &'a [f32; MR],
+    pub(crate) col_scales: &'a [f32; NR],
+    pub(crate) bias: &'a [f32; NR],
+    pub(crate) gelu: bool,
+    /// The first tile over a panel streams it from memory: a hint to prefetch ahead.
+    pub(crate) prefetch_b: bool,
+}
+
+impl Int8Tile<'_> {
+    /// K padded to 4, after checking that every row and the panel hold it: what the kernels'
+    /// unchecked reads rely on.
+    pub(crate) fn k_pad(&self) -> usize {
+        let k_pad = self.b.len() / NR;
+        assert!(
+            self.b.len() == k_pad * NR && k_pad.is_multiple_of(4),
+            "int8 tile: panel of {} bytes",
+            self.b.len()
+        );
+        let a_len = (MR - 1) * self.lda + k_pad;
+        assert!(
+            self.a.len() >= a_len && self.a_abs.len() >= a_len,
+            "int8 tile: activation rows too short"
+        );
+        k_pad
+    }
+}
+
+/// `out[i][j] = epilogue(acc · (row_scale · col_scale) + bias)` for one tile of a micro-kernel.
+///
+/// Safe code only: each kernel proves the CPU supports it by its constructor, and checks its
+/// slices ([`Int8Tile::k_pad`]) before any unchecked read.
+pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
+    fn tile(self, t: &Int8Tile<'_>, out: &mut [[f32; NR]; MR]);
+}
+
+/// The one definition of an output element before the residual (see the module docs).
+#[inline]
+pub(crate) fn dequantize(acc: i32, row_scale: f32, col_scale: f32, bias: f32, gelu: bool) -> f32 {
+    let v = acc as f32 * (row_scale * col_scale) + bias;
+    if gelu {
+        gelu_erf_f32(v)
+    } else {
+        v
+    }
+}
+
+/// Quantizes `row` into `q[..row.len()]` (the rest of `q` untouched); returns the scale.
+///
+/// The max of |v| is taken on the bit patterns (an integer max: exact, vectorises, and a NaN
+/// wins over every number), so a non-finite row gives a non-finite scale.
+fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
+    let amax_bits = row
+        .iter()
+        .map(|v| v.to_bits() & 0x7fff_ffff)
+        .fold(0, u32::max);
+    let scale = f32::from_bits(amax_bits) / 127.0;
+    let q = &mut q[..row.len()];
+    if scale > 0.0 && scale.is_finite() {
+        for (d, &v) in q.iter_mut().zip(row) {
+            let rounded = (v / scale + ROUND_MAGIC) - ROUND_MAGIC;
+            *d = rounded.clamp(-127.0, 127.0) as i8;
+        }
+    } else {
+        q.fill(0);
+    }
+    scale
+}
+
+/// A weight matrix `w[N, K]` (PyTorch `nn.Linear` layout) quantized to int8 per output channel
+/// and packed in [`NR`]-column panels (see the module docs).
+///
+/// Holds `n_pad · k_pad` bytes (N rounded up to 16, K to 4) plus one f32 scale per column.
+pub struct QuantizedMatrix {
+    kernel: Int8Kernel,
+    n: usize,
+    k: usize,
+    /// K rounded up to 4.
+    k_pad: usize,
+    /// N rounded up to NR.
+    n_pad: usize,
+    buf: Vec<i8>,
+    /// Index in `buf` where the 64-byte aligned data starts.
+    start: usize,
+    /// `scale_w[j]` for j < n_pad (0 past N).
+    scales: Vec<f32>,
+}
+
+impl std::fmt::Debug for QuantizedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedMatrix")
+            .field("kernel", &self.kernel)
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuantizedMatrix {
+    /// Quantizes `w[N, K]` for the fastest kernel of this CPU ([`Int8Kernel::detect`]).
+    pub fn quantize_b(w: TensorView<'_>) -> Result<QuantizedMatrix> {
+        Self::quantize_b_with_kernel(w, Int8Kernel::detect())
+    }
+
+    /// Quantizes `w[N, K]` for a chosen kernel (tests and benchmarks pin kernels this way).
+    ///
+    /// Errors if the CPU does not support the kernel, if K > [`MAX_K`] (the i32 sums could
+    /// overflow) or if `w` holds a NaN or an infinity.
+    pub fn quantize_b_with_kernel(w: TensorView<'_>, kernel: Int8Kernel) -> Result<Self> {
+        const OP: &str = "QuantizedMatrix::quantize_b";
+        let (n, k) = expect_2d(OP, "w", w.shape(), ["N", "K"])?;
+        if !kernel.is_supported() {
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                message: format!("int8 kernel {kernel:?} is not supported by this CPU"),
+            });
+        }
+        if k > MAX_K {
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                message: format!("K = {k} > {MAX_K}: int8 sums could overflow i32"),
+            });
+        }
+        let data = w.as_slice();
+        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                message: format!("w[{}, {}] = {} is not finite", at / k, at % k, data[at]),
+            });
+        }
+        let k_pad = k.next_multiple_of(4);
+        let n_pad = n.next_multiple_of(NR);
+        let len = n_pad * k_pad;
+        let mut buf = vec![0i8; len + 63];
+        let start = buf.as_ptr().align_offset(64).min(63);
+        let mut scales = vec![0.0f32; n_pad];
+        let mut q_row = vec![0i8; k];
+        let packed = &mut buf[start..start + len];
+        for (j, scale) in scales[..n].iter_mut().enumerate() {
+            *scale = quantize_row(&data[j * k..(j + 1) * k], &mut q_row);
+            // Column j is column j % NR of panel j / NR; k quad p of it at p·4·NR + (j % NR)·4.
+            let panel = &mut packed[(j / NR) * k_pad * NR..][..k_pad * NR];
+            for (p, quad) in q_row.chunks(4).enumerate() {
+                panel[p * 4 * NR + (j % NR) * 4..][..quad.len()].copy_from_slice(quad);
+            }
+        }
+        Ok(QuantizedMatrix {
+            kernel,
+            n,
+            k,
+            k_pad,
+            n_pad,
+            buf,
+            start,
+            scales,
+        })
+    }
+
+    /// Output features N (rows of the original `w`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features K (columns of the original `w`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The kernel that multiplies with this matrix.
+    pub fn kernel(&self) -> Int8Kernel {
+        self.kernel
+    }
+
+    /// Bytes held: the int8 panels (padding included) and the f32 scales.
+    pub fn memory_bytes(&self) -> usize {
+        self.buf.len() + self.scales.len() * std::mem::size_of::<f32>()
+    }
+
+    /// Panel `jp`: columns `jp·NR ..`, `k_pad · NR` bytes.
+    fn panel(&self, jp: usize) -> &[i8] {
+        &self.buf[self.start + jp * self.k_pad * NR..][..self.k_pad * NR]
+    }
+}
+
+/// `out[M,N] = epilogue(x[M,K] · wᵀ + bias[N])` in int8 with `w` from
+/// [`QuantizedMatrix::quantize_b`] (x quantized per row; see the module docs for the exact
+/// arithmetic).
+///
+/// `out` is written, never read (it may hold NaN). All shapes are checked before anything is
+/// written. Uses the matrix's kernel, on rayon's threads.
+pub fn matmul_quantized_bias(
+    mut out: TensorViewMut<'_>,
+    x: TensorView<'_>,
+    w: &QuantizedMatrix,
+    bias: TensorView<'_>,
+    epilogue: Epilogue,
+) -> Result<()> {
+    const OP: &str = "matmul_quantized_bias";
+    check_shapes(OP, &out, x, w, bias)?;
+    run(
+        out.as_mut_slice(),
+        x,
+        w,
+        bias.as_slice(),
+        epilogue == Epilogue::Gelu,
+        None,
+    );
+    Ok(())
+}
+
+/// `out[M,N] = x[M,K] · wᵀ + bias[N] + residual[M,N]` in int8: a projection and its residual
+/// connection in one pass, rounded like the two steps: `fl(fl(dequant + bias) + residual)`.
+pub fn matmul_quantized_bias_residual(
+    mut out: TensorViewMut<'_>,
+    x: TensorView<'_>,
+    w: &QuantizedMatrix,
+    bias: TensorView<'_>,
+    residual: TensorView<'_>,
+) -> Result<()> {
+    const OP: &str = "matmul_quantized_bias_residual";
+    let m = check_shapes(OP, &out, x, w, bias)?;
+    expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, w.n])?;
+    run(
+        out.as_mut_slice(),
+        x,
+        w,
+        bias.as_slice(),
+        false,
+        Some(residual.as_slice()),
+    );
+    Ok(())
+}
+
+/// Checks x[M, K], bias[N], out[M, N] against `w`; returns M.
+fn check_shapes(
+    op: &'static str,
+    out: &TensorViewMut<'_>,
+    x: TensorView<'_>,
+    w: &QuantizedMatrix,
+    bias: TensorView<'_>,
+) -> Result<usize> {
+    let (m, _) = expect_2d(op, "x", x.shape(), ["M", "K"])?;
+    expect_shape(op, "x", x.shape(), &["M", "K"], &[m, w.k])?;
+    expect_shape(op, "bias", bias.shape(), &["N"], &[w.n])?;
+    expect_shape(op, "out", out.shape(), &["M", "N"], &[m, w.n])?;
+    Ok(m)
+}
+
+/// One row of x with its quantized values, their absolute values and its scale to fill.
+type ActivationRow<'a> = ((&'a [f32], (&'a mut [i8], &'a mut [u8])), &'a mut f32);
+
+/// Quantizes x and runs the matrix's kernel over the whole output (shapes checked).
+fn run(
+    out: &mut [f32],
+    x: TensorView<'_>,
+    w: &QuantizedMatrix,
+    bias: &[f32],
+    gelu: bool,
+    residual: Option<&[f32]>,
+) {
+    let (m, n, k, k_pad) = (x.rows(), w.n, w.k, w.k_pad);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let m_pad = m.next_multiple_of(MR);
+    // Rows past M and k past K stay zero with scale 0: they only fill lanes that are dropped.
+    let mut a = vec![0i8; m_pad * k_pad];
+    let mut a_abs = vec![0u8; m_pad * k_pad];
+    let mut row_scales = vec![0.0f32; m_pad];
+    // K = 0: no values, every scale 0 (an empty row has max 0), nothing to quantize.
+    if k > 0 {
+        let rows = x
+            .as_slice()
+            .chunks_exact(k)
+            .zip(a.chunks_exact_mut(k_pad).zip(a_abs.chunks_exact_mut(k_pad)))
+            .zip(&mut row_scales);
+        let quantize = |((x_row, (q, q_abs)), scale): ActivationRow<'_>| {
+            *scale = quantize_row(x_row, q);
+            for (d, &v) in q_abs.iter_mut().zip(q.iter()) {
+                *d = v.unsigned_abs();
+            }
+        };
+        if m * k < PAR_MIN_QUANTIZE {
+            rows.for_each(quantize);
+        } else {
+            let rows: Vec<_> = rows.collect();
+            rows.into_par_iter().for_each(quantize);
+        }
+    }
+    let mut padded_bias = vec![0.0f32; w.n_pad];
+    padded_bias[..n].copy_from_slice(bias);
+    let call = Call {
+        m,
+        n,
+        k_pad,
+        a: &a,
+        a_abs: &a_abs,
+        row_scales: &row_scales,
+        w,
+        bias: &padded_bias,
+        gelu,
+        residual,
+    };
+    match w.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => call.run(Avx2Int8Kernel::new().unwrap_or_else(missing), out),
+        Int8Kernel::Portable => call.run(PortableInt8Kernel::new().unwrap_or_else(missing), out),
+        #[allow(unreachable_patterns)]
+        _ => missing::<()>(),
+    }
+}
+
+fn missing<T>() -> T {
+    unreachable!("a QuantizedMatrix is only built for a supported kernel")
+}
+
+/// The quantized operands of one call.
+struct Call<'a> {
+    m: usize,
+    n: usize,
+    k_pad: usize,
+    /// `m_pad` rows of `k_pad` quantized activations, zero past M and K.
+    a: &'a [i8],
+    a_abs: &'a [u8],
+    /// `m_pad` scales, 0 past M.
+    row_scales: &'a [f32],
+    w: &'a QuantizedMatrix,
+    /// `n_pad` values, 0 past N.
+    bias: &'a [f32],
+    gelu: bool,
+    /// `[M, N]` added to the output after the bias.
+    residual: Option<&'a [f32]>,
+}
+
+/// The output pointer shared by the tasks of one call, each writing its own disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks of `Call::run` write disjoint elements (distinct M blocks or distinct column
+// ranges) of the `&mut [f32]` borrowed for the whole call, and `run` returns only after all
+// tasks finish (rayon's `for_each` joins).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; the pointer itself is only copied between threads.
+unsafe impl Sync for OutPtr {}
+
+impl Call<'_> {
+    /// The whole `[M, N]` output, split into tasks on rayon's threads.
+    fn run<Kr: Int8MicroKernel>(&self, kr: Kr, out: &mut [f32]) {
+        let (m, n) = (self.m, self.n);
+        assert_eq!(out.len(), m * n, "matmul_quantized_bias: out length");
+        let m_pad = m.next_multiple_of(MR);
+        let n_panels = self.w.n_pad / NR;
+        // Rows per M block: a multiple of MR whose activations fit A_BLOCK_BYTES.
+        let block_rows = (A_BLOCK_BYTES / (2 * self.k_pad.max(1)) / MR * MR).clamp(MR, 256);
+        let m_blocks = m_pad.div_ceil(block_rows);
+        let threads = if m * n * self.k_pad < PAR_MIN_MACS {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        let chunks_wanted = (threads * TASKS_PER_THREAD).div_ceil(m_blocks);
+        let panels_per_chunk = n_panels.div_ceil(chunks_wanted.clamp(1, n_panels));
+        let n_chunks = n_panels.div_ceil(panels_per_chunk);
+        let tasks = m_blocks * n_chunks;
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let task = |t: usize| {
+            let (mb, nc) = (t / n_chunks, t % n_chunks);
+            let rows = mb * block_rows..((mb + 1) * block_rows).min(m_pad);
+            let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
+            // SAFETY: task t alone writes rows `rows` (clamped to M) x the columns of `panels`
+            // (clamped to N); see `OutPtr`. `out` outlives the tasks.
+            unsafe { self.block(kr, out_ptr, rows, panels) };
+        };
+        if threads == 1 || tasks == 1 {
+            (0..tasks).for_each(task);
+        } else {
+            (0..tasks).into_par_iter().for_each(task);
+        }
+    }
+
+    /// Rows `rows` (MR-aligned, within `m_pad`) x the columns of panels `panels`.
+    ///
+    /// # Safety
+    /// `out` points to the `[M, N]` output (row stride N); no other thread accesses this
+    /// region during the call.
+    unsafe fn block<Kr: Int8MicroKernel>(
+        &self,
+        kr: Kr,
+        out: OutPtr,
+        rows: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (n, k_pad) = (self.n, self.k_pad);
+        for jp in panels {
+            let j0 = jp * NR;
+            let cols = NR.min(n - j0);
+            let col_scales = self.w.scales[j0..j0 + NR].try_into().expect("NR scales");
+            let bias = self.bias[j0..j0 + NR].try_into().expect("NR biases");
+            let b = self.w.panel(jp);
+            for r0 in rows.clone().step_by(MR) {
+                let tile = Int8Tile {
+                    a: &self.a[r0 * k_pad..(r0 + MR) * k_pad],
+                    a_abs: &self.a_abs[r0 * k_pad..(r0 + MR) * k_pad],
+                    lda: k_pad,
+                    b,
+                    row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
+                    col_scales,
+                    bias,
+                    gelu: self.gelu,
+                    prefetch_b: r0 == rows.start,
+                };
+                let mut acc = [[0.0f32; NR]; MR];
+                kr.tile(&tile, &mut acc);
+                for (i, tile_row) in acc.iter().enumerate().take(self.m - r0) {
+                    let r = r0 + i;
+                    // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
+                    // task's region (see the contract).
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                    match self.residual {
+                        Some(residual) => {
+                            let src = &residual[r * n + j0..][..cols];
+                            for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
+                                *d = v + s;
+                            }
+                        }
+                        None => dst.copy_from_slice(&tile_row[..cols]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scalar twins of the int8 GEMM, from the f32 weights: the reference the kernels are tested
+/// against.
+///
+/// Same quantization (written the obvious way: `f32::max`, `round_ties_even`), i64 sums, the same
+/// epilogue in the same float order, one element at a time. Same shape checks as the fast
+/// functions, except that `w` is the f32 `[N, K]` matrix (K up to [`MAX_K`], finite).
+pub mod naive {
+    use super::{Epilogue, MAX_K};
+    use crate::error::{expect_2d, expect_shape, Result, TensorError};
+    use crate::ops::gelu_f32::gelu_erf_f32;
+    use crate::tensor::{TensorView, TensorViewMut};
+
+    /// Symmetric int8 quantization of one row: (scale, q), NaN scale for a non-finite row.
+    pub fn quantize_row(row: &[f32]) -> (f32, Vec<i8>) {
+        if row.iter().any(|v| !v.is_finite()) {
+            return (f32::NAN, vec![0; row.len()]);
+        }
+        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+        if scale == 0.0 {
+            return (0.0, vec![0; row.len()]);
+        }
+        let q = row
+            .iter()
+            .map(|&v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        (scale, q)
+    }
+
+    /// `out[M,N] = epilogue(x[M,K] · w[N,K]ᵀ + bias[N])` in int8, one element at a time.
+    pub fn matmul_quantized_bias(
+        mut out: TensorViewMut<'_>,
+        x: TensorView<'_>,
+        w: TensorView<'_>,
+        bias: TensorView<'_>,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        let n = check("naive::matmul_quantized_bias", &out, x, w, bias)?;
+        compute(out.as_mut_slice(), x, w, bias.as_slice(), n, |v, _| {
+            if epilogue == Epilogue::Gelu {
+                gelu_erf_f32(v)
+            } else {
+                v
+            }
+        });
+        Ok(())
+    }
+
+    /// `out[M,N] = x[M,K] · w[N,K]ᵀ + bias[N] + residual[M,N]` in int8, one element at a time.
+    pub fn matmul_quantized_bias_residual(
+        mut out: TensorViewMut<'_>,
+        x: TensorView<'_>,
+        w: TensorView<'_>,
+        bias: TensorView<'_>,
+        residual: TensorView<'_>,
+    ) -> Result<()> {
+        const OP: &str = "naive::matmul_quantized_bias_residual";
+        let n = check(OP, &out, x, w, bias)?;
+        expect_shape(
+            OP,
+            "residual",
+            residual.shape(),
+            &["M", "N"],
+            &[x.rows(), n],
+        )?;
+        let residual = residual.as_slice();
+        compute(out.as_mut_slice(), x, w, bias.as_slice(), n, |v, at| {
+            v + residual[at]
+        });
+        Ok(())
+    }
+
+    /// Checks shapes; returns N.
+    fn check(
+        op: &'static str,
+        out: &TensorViewMut<'_>,
+        x: TensorView<'_>,
+        w: TensorView<'_>,
+        bias: TensorView<'_>,
+    ) -> Result<usize> {
+        let (n, k) = expect_2d(op, "w", w.shape(), ["N", "K"])?;
+        let (m, _) = expect_2d(op, "x", x.shape(), ["M", "K"])?;
+        expect_shape(op, "x", x.shape(), &["M", "K"], &[m, k])?;
+        expect_shape(op, "bias", bias.shape(), &["N"], &[n])?;
+        expect_shape(op, "out", out.shape(), &["M", "N"], &[m, n])?;
+        if k > MAX_K || w.as_slice().iter().any(|v| !v.is_finite()) {
+            return Err(TensorError::InvalidArgument {
+                op,
+                message: format!("w must be finite with K <= {MAX_K}"),
+            });
+        }
+        Ok(n)
+    }
+
+    /// `out[i, j] = last(acc · (scale_x · scale_w) + bias, i·N + j)`.
+    fn compute(
+        out: &mut [f32],
+        x: TensorView<'_>,
+        w: TensorView<'_>,
+        bias: &[f32],
+        n: usize,
+        last: impl Fn(f32, usize) -> f32,
+    ) {
+        let k = w.cols();
+        let w_rows: Vec<(f32, Vec<i8>)> = (0..n).map(|j| quantize_row(w.row(j))).collect();
+        for i in 0..x.rows() {
+            let (scale_x, q_x) = quantize_row(&x.as_slice()[i * k..(i + 1) * k]);
+            for (j, (scale_w, q_w)) in w_rows.iter().enumerate() {
+                let acc: i64 = q_x
+                    .iter()
+                    .zip(q_w)
+                    .map(|(&a, &b)| a as i64 * b as i64)
+                    .sum();
+                let v = acc as f32 * (scale_x * scale_w) + bias[j];
+                out[i * n + j] = last(v, i * n + j);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even_and_clamped() {
+        // max 127 gives scale 1 exactly, so q = round(v).
+        let row = [127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -127.0, 3.49];
+        let mut q = [99i8; 10];
+        let scale = quantize_row(&row, &mut q);
+        assert_eq!(scale, 1.0);
+        assert_eq!(q, [127, 0, 2, 2, 0, -2, 126, -127, 3, 99]);
+        assert_eq!(naive::quantize_row(&row), (1.0, q[..9].to_vec()));
+    }
+
+    #[test]
+    fn zero_tiny_and_non_finite_rows_quantize_to_zeros() {
+        for row in [
+            [0.0, -0.0, 0.0],
+            [f32::from_bits(1), 0.0, -f32::from_bits(1)],
+        ] {
+            let mut q = [5i8; 3];
+            assert_eq!(quantize_row(&row, &mut q), 0.0);
+            assert_eq!(q, [0; 3]);
+        }
+        for row in [[1.0, f32::NAN, 2.0], [1.0, f32::NEG_INFINITY, 2.0]] {
+            let mut q = [5i8; 3];
+            assert!(!quantize_row(&row, &mut q).is_finite());
+            assert_eq!(q, [0; 3]);
+        }
+    }
+
+    #[test]
+    fn max_k_is_the_overflow_limit() {
+        assert!(127i64 * 127 * MAX_K as i64 <= i32::MAX as i64);
+        assert!(127i64 * 127 * (MAX_K as i64 + 1) > i32::MAX as i64);
+    }
+}

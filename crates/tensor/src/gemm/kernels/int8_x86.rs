@@ -1,0 +1,119 @@
+//! The AVX2 int8 kernel: a 4 x 16 tile of i32 accumulators (8 ymm), over k quads.
+//!
+//! # Why no saturation
+//! `vpmaddubsw` multiplies unsigned bytes by signed bytes and adds adjacent pairs into i16 with
+//! saturation. With activations offset to u8 (x + 128, up to 255) a pair can reach
+//! 2·255·127 = 64770 and saturates silently. Instead the unsigned operand is |x| <= 127 and the
+//! signed one is w with x's sign moved onto it (`vpsignb`, as llama.cpp does), so that
+//! |x|·(sign(x)·w) = x·w and a pair is at most 2·127·127 = 32258 < 32767: never saturated, so
+//! every sum is exact. `vpmaddwd` with ones then adds the two pairs of a quad into i32.
+//!
+//! # Per k quad
+//! Two 32-byte loads of the panel (columns 0..8 and 8..16, 4 k each), then per row: broadcast
+//! 4 bytes of x and of |x| (loads, no shuffle), 2 x (`vpsignb`, `vpmaddubsw`, `vpmaddwd`,
+//! `vpaddd`). 8 accumulators + 2 panel vectors + ones + per-row temporaries fit the 16 ymm.
+
+use std::arch::x86_64::*;
+
+use crate::gemm::int8::{Int8MicroKernel, Int8Tile, MR, NR};
+use crate::ops::gelu_f32::x86::gelu_avx2;
+
+/// Proof that the CPU has AVX2 and FMA (the vector GELU uses FMA).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Int8Kernel(());
+
+impl Avx2Int8Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(Avx2Int8Kernel(()))
+    }
+}
+
+impl Int8MicroKernel for Avx2Int8Kernel {
+    fn tile(self, t: &Int8Tile<'_>, out: &mut [[f32; NR]; MR]) {
+        let k_pad = t.k_pad();
+        // SAFETY: holding `self` proves AVX2 + FMA; `k_pad()` checked that every row holds
+        // k_pad bytes (a and a_abs) and the panel k_pad · NR bytes, which is all `tile_avx2`
+        // reads.
+        unsafe {
+            if t.prefetch_b {
+                tile_avx2::<true>(t, k_pad, out)
+            } else {
+                tile_avx2::<false>(t, k_pad, out)
+            }
+        }
+    }
+}
+
+/// How far ahead (in bytes) the first tile over a panel prefetches it: 16 quads.
+const B_PREFETCH_AHEAD: usize = 1024;
+
+/// # Safety
+/// AVX2 + FMA; rows `i < MR` of `t.a` and `t.a_abs` hold `k_pad` bytes from `i·t.lda`, and
+/// `t.b` holds `k_pad · NR` bytes; `k_pad` is a multiple of 4.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const PREFETCH_B: bool>(
+    t: &Int8Tile<'_>,
+    k_pad: usize,
+    out: &mut [[f32; NR]; MR],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let a: [*const i8; MR] = std::array::from_fn(|i| t.a[i * t.lda..].as_ptr());
+    let a_abs: [*const u8; MR] = std::array::from_fn(|i| t.a_abs[i * t.lda..].as_ptr());
+    let b = t.b.as_ptr();
+    for p in (0..k_pad).step_by(4) {
+        // SAFETY: p + 4 <= k_pad, so b + p·NR .. + 4·NR (two 32-byte loads) is inside the
+        // panel, and a[i] + p .. + 4 inside row i (the function's contract). Loads are
+        // unaligned; a prefetch never faults, so its address may run past the panel.
+        unsafe {
+            if PREFETCH_B {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * NR + B_PREFETCH_AHEAD));
+            }
+            let b0 = _mm256_loadu_si256(b.add(p * NR).cast());
+            let b1 = _mm256_loadu_si256(b.add(p * NR + 32).cast());
+            for (i, row) in acc.iter_mut().enumerate() {
+                let signs = _mm256_set1_epi32(a[i].add(p).cast::<i32>().read_unaligned());
+                let mags = _mm256_set1_epi32(a_abs[i].add(p).cast::<i32>().read_unaligned());
+                let pairs0 = _mm256_maddubs_epi16(mags, _mm256_sign_epi8(b0, signs));
+                let pairs1 = _mm256_maddubs_epi16(mags, _mm256_sign_epi8(b1, signs));
+                row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(pairs0, ones));
+                row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(pairs1, ones));
+            }
+        }
+    }
+    // The epilogue of `int8::dequantize`, lane-wise: f32(acc) · (row_scale · col_scale) + bias.
+    // SAFETY: col_scales and bias are [f32; 16] (two 8-lane loads each).
+    let (scale0, scale1, bias0, bias1) = unsafe {
+        (
+            _mm256_loadu_ps(t.col_scales.as_ptr()),
+            _mm256_loadu_ps(t.col_scales.as_ptr().add(8)),
+            _mm256_loadu_ps(t.bias.as_ptr()),
+            _mm256_loadu_ps(t.bias.as_ptr().add(8)),
+        )
+    };
+    let mut v = [[_mm256_setzero_ps(); 2]; MR];
+    for ((v_row, acc_row), &row_scale) in v.iter_mut().zip(&acc).zip(t.row_scales) {
+        let rs = _mm256_set1_ps(row_scale);
+        let c0 = _mm256_mul_ps(rs, scale0);
+        let c1 = _mm256_mul_ps(rs, scale1);
+        v_row[0] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_row[0]), c0), bias0);
+        v_row[1] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_row[1]), c1), bias1);
+    }
+    if t.gelu {
+        // Two rows (4 vectors) at a time: independent chains overlap.
+        for rows in v.chunks_exact_mut(2) {
+            let [a, b, c, d] = gelu_avx2([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
+            rows[0] = [a, b];
+            rows[1] = [c, d];
+        }
+    }
+    for (out_row, v_row) in out.iter_mut().zip(&v) {
+        // SAFETY: out_row is [f32; 16]: two 8-lane stores.
+        unsafe {
+            _mm256_storeu_ps(out_row.as_mut_ptr(), v_row[0]);
+            _mm256_storeu_ps(out_row.as_mut_ptr().add(8), v_row[1]);
+        }
+    }
+}
