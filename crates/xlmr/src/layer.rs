@@ -3,8 +3,9 @@
 
 use koembed_tensor as ops;
 use koembed_tensor::{
-    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
-    PanelFormat, Tensor, TensorView,
+    matmul_packed_bias, matmul_packed_bias_residual, matmul_quantized_bias,
+    matmul_quantized_bias_residual, Epilogue, GemmKernel, PackedMatrix, PanelFormat,
+    QuantizedMatrix, Tensor, TensorView,
 };
 
 use crate::batch::PackedBatch;
@@ -24,6 +25,8 @@ pub(crate) struct Linear {
 pub(crate) enum LinearWeight {
     /// f32, f16 or bf16 panels of the float GEMM.
     Float(PackedMatrix),
+    /// int8 panels, a scale per output channel.
+    Int8(QuantizedMatrix),
 }
 
 impl LinearWeight {
@@ -32,7 +35,11 @@ impl LinearWeight {
             ComputeDtype::F32 => PanelFormat::F32,
             ComputeDtype::F16 => PanelFormat::F16,
             ComputeDtype::Bf16 => PanelFormat::Bf16,
-            ComputeDtype::Int8 => PanelFormat::F32,
+            ComputeDtype::Int8 => {
+                return LinearWeight::Int8(
+                    QuantizedMatrix::quantize_b(w).expect("a checked [out, in] weight quantizes"),
+                )
+            }
         };
         LinearWeight::Float(
             PackedMatrix::pack_b_as(w, GemmKernel::detect(), format)
@@ -44,6 +51,7 @@ impl LinearWeight {
     pub fn memory_bytes(&self) -> usize {
         match self {
             LinearWeight::Float(p) => p.memory_bytes(),
+            LinearWeight::Int8(q) => q.memory_bytes(),
         }
     }
 }
@@ -104,6 +112,9 @@ impl Linear {
             LinearWeight::Float(w) => {
                 matmul_packed_bias(out.view_mut(), x.view(), w, self.bias.view(), epilogue)
             }
+            LinearWeight::Int8(w) => {
+                matmul_quantized_bias(out.view_mut(), x.view(), w, self.bias.view(), epilogue)
+            }
         }
         .expect("shapes checked at load");
     }
@@ -113,6 +124,13 @@ impl Linear {
     pub fn forward_residual_into(&self, out: &mut Tensor, x: &Tensor, residual: &Tensor) {
         match &self.weight {
             LinearWeight::Float(w) => matmul_packed_bias_residual(
+                out.view_mut(),
+                x.view(),
+                w,
+                self.bias.view(),
+                residual.view(),
+            ),
+            LinearWeight::Int8(w) => matmul_quantized_bias_residual(
                 out.view_mut(),
                 x.view(),
                 w,
