@@ -164,11 +164,16 @@ impl Encoder {
             layer_norm: scope.layer_norm("embeddings.LayerNorm", h)?,
         };
         let layers = (0..config.num_layers)
-            .map(|i| EncoderLayer::load(&scope, &format!("encoder.layer.{i}"), &config))
+            .map(|i| {
+                let layer = EncoderLayer::load(&scope, &format!("encoder.layer.{i}"), &config);
+                // The layer holds packed copies now; its mapped originals need not stay
+                // resident. Per layer, so that load never holds the whole file beside the
+                // packed weights (the peak RSS of a half or int8 model would be the file's).
+                store.release_resident_pages();
+                layer
+            })
             .collect::<Result<Vec<_>, _>>()?;
         drop(scope);
-        // The layers hold packed copies now; the mapped originals need not stay resident.
-        store.release_resident_pages();
         Ok(Encoder {
             config,
             dtype,
