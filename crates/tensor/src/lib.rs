@@ -10,9 +10,11 @@
 //! | residual + post-LN | [`add_layernorm_inplace`] | `x[M,N] = LN(x + residual)` |
 //! | FFN activation | fused: [`Epilogue::Gelu`]; alone: [`gelu_erf_f32_inplace`] (or [`gelu_erf_inplace`], f64) | erf GELU, elementwise |
 //!
-//! plus [`matmul_nt`] / [`matmul_nn`] (no bias), [`softmax_rows_inplace`], [`layernorm_inplace`],
-//! [`add_inplace`], the triple-loop twins in [`naive`], half-precision conversion in [`convert`]
-//! and comparison helpers for tests in [`testing`].
+//! plus int8 linear layers ([`matmul_quantized_bias`] with a [`QuantizedMatrix`]: opt-in,
+//! approximate, a quarter of the weight memory), [`matmul_nt`] / [`matmul_nn`] (no bias),
+//! [`softmax_rows_inplace`], [`layernorm_inplace`], [`add_inplace`], the triple-loop twins in
+//! [`naive`], half-precision conversion in [`convert`] and comparison helpers for tests in
+//! [`testing`].
 //!
 //! # Conventions
 //! - Tensors are dense, row-major f32 ([`Tensor`] owns, [`TensorView`] / [`TensorViewMut`]
@@ -27,8 +29,8 @@
 //! SIMD kernels (GEMM micro-kernels, vector GELU) are chosen at run time
 //! (`is_x86_feature_detected!`): AVX-512F, AVX2 + FMA, or portable code. A kernel type can only be
 //! constructed on a CPU that supports it; [`GemmKernel`] and [`GeluKernel`] pin one for tests and
-//! benchmarks. `unsafe` code lives in the micro-kernels (`gemm::kernels`), the packed GEMM
-//! driver ([`gemm::packed`]), the vector GELU ([`ops::gelu_f32`]) and the call into
+//! benchmarks. `unsafe` code lives in the micro-kernels (`gemm::kernels`), the packed and int8
+//! GEMM drivers ([`gemm::packed`], [`gemm::int8`]), the vector GELU ([`ops::gelu_f32`]) and the call into
 //! `matrixmultiply::sgemm` in [`gemm`], each block with its SAFETY argument.
 
 pub mod convert;

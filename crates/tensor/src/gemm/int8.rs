@@ -37,7 +37,7 @@
 //! ```
 //!
 //! Every kernel performs exactly these operations (the vector GELU is bit for bit
-//! [`gelu_erf_f32`](crate::gelu_erf_f32)), so the AVX2 kernel, the portable kernel and the
+//! [`gelu_erf_f32`]), so the AVX2 kernel, the portable kernel and the
 //! scalar [`naive`] twin give the same bits, which the tests assert.
 //!
 //! # Error against the f32 product
@@ -46,14 +46,15 @@
 //! rounding of the epilogue (tested, with the cosine of whole rows, in `tests/int8_gemm.rs`).
 //!
 //! # Layout and loops
-//! [`QuantizedMatrix`] stores `q_w` in panels of [`NR`] = 16 output columns, K padded with
+//! [`QuantizedMatrix`] stores `q_w` in panels of NR = 16 output columns, K padded with
 //! zeros to a multiple of 4 and N to a multiple of 16 (scale 0 past N): for each group of 4
 //! consecutive k (a "quad"), the 16 columns' 4 bytes each, so that one 32-byte load holds 8
 //! columns x 4 k and lines up with a broadcast of 4 bytes of an activation row. Both kernels
-//! read this one layout. The driver quantizes x into `M` (rounded up to [`MR`]) rows of
+//! read this one layout. The driver quantizes x into `M` (rounded up to MR = 4) rows of
 //! K padded to 4 bytes, plus their absolute values for the AVX2 kernel; tasks (a block of rows
-//! x a range of panels) run on rayon as in [`super::packed`]; each tile multiplies [`MR`] rows
-//! by one panel over the whole K (an i32 accumulator needs no K blocking).
+//! x a range of panels) run on rayon as in [`super::packed`]. Within a task: panel → K block of
+//! 512 (8 KB of the panel, kept in L1) → MR-row group, the exact i32 sums of each tile
+//! carried across K blocks in a small scratch, then the float epilogue once per tile.
 
 use rayon::prelude::*;
 
@@ -69,6 +70,9 @@ use crate::tensor::{TensorView, TensorViewMut};
 pub(crate) const MR: usize = 4;
 /// Columns of a weight panel and of a register tile: two ymm vectors of 8 i32 accumulators.
 pub(crate) const NR: usize = 16;
+/// K block (a multiple of 4): a block of a weight panel, KC·NR = 8 KB, stays in the 32 KB L1d
+/// while every row group of the task multiplies with it.
+const KC: usize = 512;
 /// Largest K whose sums cannot overflow i32: 127² · K <= i32::MAX.
 pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
 
@@ -122,48 +126,57 @@ impl Int8Kernel {
     }
 }
 
-/// The inputs of one register tile: [`MR`] quantized activation rows times one weight panel.
+/// The inputs of one register tile over one K block: [`MR`] quantized activation rows times
+/// one block of a weight panel.
 pub(crate) struct Int8Tile<'a> {
-    /// Row `i` of the tile is `a[i·lda..][..k_pad]`.
+    /// Row `i` of the tile is `a[i·lda..][..kcb]`.
     pub(crate) a: &'a [i8],
     /// `|a|`, same layout (the AVX2 kernel's unsigned operand).
     pub(crate) a_abs: &'a [u8],
     pub(crate) lda: usize,
-    /// One weight panel: `k_pad / 4` quads of NR columns x 4 bytes.
+    /// One K block of a weight panel: `kcb / 4` quads of NR columns x 4 bytes.
     pub(crate) b: &'a [i8],
-    pub(crate) row_scales: &'a [f32; MR],
-    pub(crate) col_scales: &'a [f32; NR],
-    pub(crate) bias: &'a [f32; NR],
-    pub(crate) gelu: bool,
-    /// The first tile over a panel streams it from memory: a hint to prefetch ahead.
+    /// The first tile over a panel block streams it from memory: a hint to prefetch ahead.
     pub(crate) prefetch_b: bool,
 }
 
 impl Int8Tile<'_> {
-    /// K padded to 4, after checking that every row and the panel hold it: what the kernels'
-    /// unchecked reads rely on.
-    pub(crate) fn k_pad(&self) -> usize {
-        let k_pad = self.b.len() / NR;
+    /// The K block length, after checking that every row and the panel block hold it: what
+    /// the kernels' unchecked reads rely on.
+    pub(crate) fn kcb(&self) -> usize {
+        let kcb = self.b.len() / NR;
         assert!(
-            self.b.len() == k_pad * NR && k_pad.is_multiple_of(4),
-            "int8 tile: panel of {} bytes",
+            self.b.len() == kcb * NR && kcb.is_multiple_of(4),
+            "int8 tile: panel block of {} bytes",
             self.b.len()
         );
-        let a_len = (MR - 1) * self.lda + k_pad;
+        let a_len = (MR - 1) * self.lda + kcb;
         assert!(
             self.a.len() >= a_len && self.a_abs.len() >= a_len,
             "int8 tile: activation rows too short"
         );
-        k_pad
+        kcb
     }
 }
 
-/// `out[i][j] = epilogue(acc · (row_scale · col_scale) + bias)` for one tile of a micro-kernel.
+/// What turns a tile's sums into output values: see [`dequantize`].
+pub(crate) struct Int8Epilogue<'a> {
+    pub(crate) row_scales: &'a [f32; MR],
+    pub(crate) col_scales: &'a [f32; NR],
+    pub(crate) bias: &'a [f32; NR],
+    pub(crate) gelu: bool,
+}
+
+/// An int8 micro-kernel: exact i32 sums of a tile, then the float epilogue.
 ///
-/// Safe code only: each kernel proves the CPU supports it by its constructor, and checks its
-/// slices ([`Int8Tile::k_pad`]) before any unchecked read.
+/// Safe methods: each kernel proves the CPU supports it by its constructor, and checks its
+/// slices ([`Int8Tile::kcb`]) before any unchecked read.
 pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
-    fn tile(self, t: &Int8Tile<'_>, out: &mut [[f32; NR]; MR]);
+    /// `acc[i][j] += Σ_k a[i, k] · b[k, j]` over the tile's K block.
+    fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]);
+
+    /// `out[i][j] = dequantize(acc[i][j], ...)`.
+    fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
 }
 
 /// The one definition of an output element before the residual (see the module docs).
@@ -200,7 +213,7 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
 }
 
 /// A weight matrix `w[N, K]` (PyTorch `nn.Linear` layout) quantized to int8 per output channel
-/// and packed in [`NR`]-column panels (see the module docs).
+/// and packed in 16-column panels (see the module docs).
 ///
 /// Holds `n_pad · k_pad` bytes (N rounded up to 16, K to 4) plus one f32 scale per column.
 pub struct QuantizedMatrix {
@@ -522,27 +535,43 @@ impl Call<'_> {
         panels: std::ops::Range<usize>,
     ) {
         let (n, k_pad) = (self.n, self.k_pad);
+        let mut acc = vec![[[0i32; NR]; MR]; rows.len() / MR];
         for jp in panels {
             let j0 = jp * NR;
-            let cols = NR.min(n - j0);
+            let panel = self.w.panel(jp);
+            acc.fill([[0; NR]; MR]);
+            // K blocks: the block of the panel stays in L1 while the block's rows pass by.
+            let mut k0 = 0;
+            while k0 < k_pad {
+                let kcb = KC.min(k_pad - k0);
+                let b = &panel[k0 * NR..(k0 + kcb) * NR];
+                for (g, tile_acc) in acc.iter_mut().enumerate() {
+                    let a0 = (rows.start + g * MR) * k_pad + k0;
+                    let tile = Int8Tile {
+                        a: &self.a[a0..],
+                        a_abs: &self.a_abs[a0..],
+                        lda: k_pad,
+                        b,
+                        prefetch_b: g == 0,
+                    };
+                    kr.accumulate(&tile, tile_acc);
+                }
+                k0 += kcb;
+            }
             let col_scales = self.w.scales[j0..j0 + NR].try_into().expect("NR scales");
             let bias = self.bias[j0..j0 + NR].try_into().expect("NR biases");
-            let b = self.w.panel(jp);
-            for r0 in rows.clone().step_by(MR) {
-                let tile = Int8Tile {
-                    a: &self.a[r0 * k_pad..(r0 + MR) * k_pad],
-                    a_abs: &self.a_abs[r0 * k_pad..(r0 + MR) * k_pad],
-                    lda: k_pad,
-                    b,
+            let cols = NR.min(n - j0);
+            for (g, tile_acc) in acc.iter().enumerate() {
+                let r0 = rows.start + g * MR;
+                let e = Int8Epilogue {
                     row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
                     col_scales,
                     bias,
                     gelu: self.gelu,
-                    prefetch_b: r0 == rows.start,
                 };
-                let mut acc = [[0.0f32; NR]; MR];
-                kr.tile(&tile, &mut acc);
-                for (i, tile_row) in acc.iter().enumerate().take(self.m - r0) {
+                let mut values = [[0.0f32; NR]; MR];
+                kr.finish(tile_acc, &e, &mut values);
+                for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {
                     let r = r0 + i;
                     // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
                     // task's region (see the contract).

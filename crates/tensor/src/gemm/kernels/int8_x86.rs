@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::int8::{Int8MicroKernel, Int8Tile, MR, NR};
+use crate::gemm::int8::{Int8Epilogue, Int8MicroKernel, Int8Tile, MR, NR};
 use crate::ops::gelu_f32::x86::gelu_avx2;
 
 /// Proof that the CPU has AVX2 and FMA (the vector GELU uses FMA).
@@ -30,42 +30,51 @@ impl Avx2Int8Kernel {
 }
 
 impl Int8MicroKernel for Avx2Int8Kernel {
-    fn tile(self, t: &Int8Tile<'_>, out: &mut [[f32; NR]; MR]) {
-        let k_pad = t.k_pad();
-        // SAFETY: holding `self` proves AVX2 + FMA; `k_pad()` checked that every row holds
-        // k_pad bytes (a and a_abs) and the panel k_pad · NR bytes, which is all `tile_avx2`
+    fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]) {
+        let kcb = t.kcb();
+        // SAFETY: holding `self` proves AVX2; `kcb()` checked that every row holds kcb bytes
+        // (a and a_abs) and the panel block kcb · NR bytes, which is all `accumulate_avx2`
         // reads.
         unsafe {
             if t.prefetch_b {
-                tile_avx2::<true>(t, k_pad, out)
+                accumulate_avx2::<true>(t, kcb, acc)
             } else {
-                tile_avx2::<false>(t, k_pad, out)
+                accumulate_avx2::<false>(t, kcb, acc)
             }
         }
     }
+
+    fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
+        // SAFETY: holding `self` proves AVX2 + FMA; all operands are fixed-size arrays.
+        unsafe { finish_avx2(acc, e, out) }
+    }
 }
 
-/// How far ahead (in bytes) the first tile over a panel prefetches it: 16 quads.
+/// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
 const B_PREFETCH_AHEAD: usize = 1024;
 
 /// # Safety
-/// AVX2 + FMA; rows `i < MR` of `t.a` and `t.a_abs` hold `k_pad` bytes from `i·t.lda`, and
-/// `t.b` holds `k_pad · NR` bytes; `k_pad` is a multiple of 4.
+/// AVX2; rows `i < MR` of `t.a` and `t.a_abs` hold `kcb` bytes from `i·t.lda`, and `t.b` holds
+/// `kcb · NR` bytes; `kcb` is a multiple of 4.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const PREFETCH_B: bool>(
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate_avx2<const PREFETCH_B: bool>(
     t: &Int8Tile<'_>,
-    k_pad: usize,
-    out: &mut [[f32; NR]; MR],
+    kcb: usize,
+    acc_out: &mut [[i32; NR]; MR],
 ) {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    // SAFETY: each acc row is [i32; 16]: two 8-lane loads.
+    let mut acc: [[__m256i; 2]; MR] = std::array::from_fn(|i| unsafe {
+        let row = acc_out[i].as_ptr().cast::<__m256i>();
+        [_mm256_loadu_si256(row), _mm256_loadu_si256(row.add(1))]
+    });
     let a: [*const i8; MR] = std::array::from_fn(|i| t.a[i * t.lda..].as_ptr());
     let a_abs: [*const u8; MR] = std::array::from_fn(|i| t.a_abs[i * t.lda..].as_ptr());
     let b = t.b.as_ptr();
-    for p in (0..k_pad).step_by(4) {
-        // SAFETY: p + 4 <= k_pad, so b + p·NR .. + 4·NR (two 32-byte loads) is inside the
-        // panel, and a[i] + p .. + 4 inside row i (the function's contract). Loads are
+    for p in (0..kcb).step_by(4) {
+        // SAFETY: p + 4 <= kcb, so b + p·NR .. + 4·NR (two 32-byte loads) is inside the
+        // panel block, and a[i] + p .. + 4 inside row i (the function's contract). Loads are
         // unaligned; a prefetch never faults, so its address may run past the panel.
         unsafe {
             if PREFETCH_B {
@@ -83,35 +92,50 @@ unsafe fn tile_avx2<const PREFETCH_B: bool>(
             }
         }
     }
-    // The epilogue of `int8::dequantize`, lane-wise: f32(acc) · (row_scale · col_scale) + bias.
-    // SAFETY: col_scales and bias are [f32; 16] (two 8-lane loads each).
-    let (scale0, scale1, bias0, bias1) = unsafe {
-        (
-            _mm256_loadu_ps(t.col_scales.as_ptr()),
-            _mm256_loadu_ps(t.col_scales.as_ptr().add(8)),
-            _mm256_loadu_ps(t.bias.as_ptr()),
-            _mm256_loadu_ps(t.bias.as_ptr().add(8)),
-        )
-    };
-    let mut v = [[_mm256_setzero_ps(); 2]; MR];
-    for ((v_row, acc_row), &row_scale) in v.iter_mut().zip(&acc).zip(t.row_scales) {
-        let rs = _mm256_set1_ps(row_scale);
-        let c0 = _mm256_mul_ps(rs, scale0);
-        let c1 = _mm256_mul_ps(rs, scale1);
-        v_row[0] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_row[0]), c0), bias0);
-        v_row[1] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_row[1]), c1), bias1);
-    }
-    if t.gelu {
-        // Two rows (4 vectors) at a time: independent chains overlap.
-        for rows in v.chunks_exact_mut(2) {
-            let [a, b, c, d] = gelu_avx2([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
-            rows[0] = [a, b];
-            rows[1] = [c, d];
+    for (row, v) in acc_out.iter_mut().zip(&acc) {
+        // SAFETY: each acc row is [i32; 16]: two 8-lane stores.
+        unsafe {
+            let row = row.as_mut_ptr().cast::<__m256i>();
+            _mm256_storeu_si256(row, v[0]);
+            _mm256_storeu_si256(row.add(1), v[1]);
         }
     }
-    for (out_row, v_row) in out.iter_mut().zip(&v) {
-        // SAFETY: out_row is [f32; 16]: two 8-lane stores.
-        unsafe {
+}
+
+/// The epilogue of `int8::dequantize`, lane-wise: f32(acc) · (row_scale · col_scale) + bias,
+/// then the vector GELU (bit for bit `gelu_erf_f32`).
+///
+/// # Safety
+/// AVX2 + FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_avx2(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
+    // SAFETY (whole body): every load and store is of two 8-lane halves of a [_; 16] array.
+    unsafe {
+        let scale0 = _mm256_loadu_ps(e.col_scales.as_ptr());
+        let scale1 = _mm256_loadu_ps(e.col_scales.as_ptr().add(8));
+        let bias0 = _mm256_loadu_ps(e.bias.as_ptr());
+        let bias1 = _mm256_loadu_ps(e.bias.as_ptr().add(8));
+        let mut v = [[_mm256_setzero_ps(); 2]; MR];
+        for ((v_row, acc_row), &row_scale) in v.iter_mut().zip(acc).zip(e.row_scales) {
+            let rs = _mm256_set1_ps(row_scale);
+            let c0 = _mm256_mul_ps(rs, scale0);
+            let c1 = _mm256_mul_ps(rs, scale1);
+            let acc_row = acc_row.as_ptr().cast::<__m256i>();
+            let a0 = _mm256_cvtepi32_ps(_mm256_loadu_si256(acc_row));
+            let a1 = _mm256_cvtepi32_ps(_mm256_loadu_si256(acc_row.add(1)));
+            v_row[0] = _mm256_add_ps(_mm256_mul_ps(a0, c0), bias0);
+            v_row[1] = _mm256_add_ps(_mm256_mul_ps(a1, c1), bias1);
+        }
+        if e.gelu {
+            // Two rows (4 vectors) at a time: independent chains overlap.
+            for rows in v.chunks_exact_mut(2) {
+                let [a, b, c, d] = gelu_avx2([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
+                rows[0] = [a, b];
+                rows[1] = [c, d];
+            }
+        }
+        for (out_row, v_row) in out.iter_mut().zip(&v) {
             _mm256_storeu_ps(out_row.as_mut_ptr(), v_row[0]);
             _mm256_storeu_ps(out_row.as_mut_ptr().add(8), v_row[1]);
         }
