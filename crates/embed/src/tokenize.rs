@@ -34,9 +34,9 @@ type CompactUnigramTokenizer = TokenizerImpl<
 enum Engine {
     /// SentencePiece Unigram (XLM-R and its family): the crate's `Unigram` would hold ~290 MB
     /// for XLM-R's vocabulary, `CompactUnigram` gives the same ids in ~8 MB.
-    CompactUnigram(CompactUnigramTokenizer),
+    CompactUnigram(Box<CompactUnigramTokenizer>),
     /// Every other model type (WordPiece, BPE, ...), as the crate loads it.
-    Crate(Tokenizer),
+    Crate(Box<Tokenizer>),
 }
 
 /// Just enough of tokenizer.json to choose the engine.
@@ -105,7 +105,7 @@ impl TextTokenizer {
                 .with_truncation(Some(truncation))
                 .map_err(truncation_err)?;
             tokenizer.with_padding(None);
-            Engine::CompactUnigram(tokenizer)
+            Engine::CompactUnigram(Box::new(tokenizer))
         } else {
             let mut tokenizer: Tokenizer = json
                 .parse()
@@ -115,7 +115,7 @@ impl TextTokenizer {
                 .with_truncation(Some(truncation))
                 .map_err(truncation_err)?;
             tokenizer.with_padding(None);
-            Engine::Crate(tokenizer)
+            Engine::Crate(Box::new(tokenizer))
         };
         Ok(Self {
             engine,

@@ -159,7 +159,7 @@ impl CompactUnigram {
         let slot_count = slot_ids.len();
         let mut first_byte_slots = vec![0u32; 257];
         let mut slot = 0usize;
-        for byte in 0..=256usize {
+        for (byte, boundary) in first_byte_slots.iter_mut().enumerate() {
             while slot < slot_count {
                 let start = piece_starts[slot] as usize;
                 let end = piece_starts[slot + 1] as usize;
@@ -170,7 +170,7 @@ impl CompactUnigram {
                     break;
                 }
             }
-            first_byte_slots[byte] = slot as u32;
+            *boundary = slot as u32;
         }
 
         let min_score = vocab
