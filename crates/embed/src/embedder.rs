@@ -152,11 +152,12 @@ impl Embedder {
     /// [`ComputeDtype`] for the others). Dense modules and pooling stay f32.
     pub fn load_with_dtype(path: &Path, dtype: ComputeDtype) -> Result<Self, EmbedError> {
         let dir = ModelDir::read(path)?;
-        let encoder = Encoder::load_with_dtype(&dir.transformer_dir, dtype).map_err(|e| match e {
-            koembed_xlmr::EncoderError::Config(e) => EmbedError::EncoderConfig(e),
-            koembed_xlmr::EncoderError::Weights(e) => EmbedError::Weights(e),
-            koembed_xlmr::EncoderError::Batch(e) => EmbedError::Option(e.to_string()),
-        })?;
+        let encoder =
+            Encoder::load_with_dtype(&dir.transformer_dir, dtype).map_err(|e| match e {
+                koembed_xlmr::EncoderError::Config(e) => EmbedError::EncoderConfig(e),
+                koembed_xlmr::EncoderError::Weights(e) => EmbedError::Weights(e),
+                koembed_xlmr::EncoderError::Batch(e) => EmbedError::Option(e.to_string()),
+            })?;
         let config = encoder.config();
         let model_limit = config.max_tokens();
         let max_seq_length = match dir.max_seq_length {

@@ -4,9 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use serde::Deserialize;
+use tokenizers::{
+    DecoderWrapper, Encoding, Model, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    Tokenizer, TokenizerImpl, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::EmbedError;
+use crate::unigram::CompactUnigram;
 
 /// One tokenized text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +21,38 @@ pub struct TokenizedText {
     pub truncated: bool,
 }
 
+/// The crate's pipeline around koembed's compact Unigram model (see `unigram.rs`).
+type CompactUnigramTokenizer = TokenizerImpl<
+    CompactUnigram,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
+
+/// Which model runs inside the crate's pipeline.
+enum Engine {
+    /// SentencePiece Unigram (XLM-R and its family): the crate's `Unigram` would hold ~290 MB
+    /// for XLM-R's vocabulary, `CompactUnigram` gives the same ids in ~8 MB.
+    CompactUnigram(Box<CompactUnigramTokenizer>),
+    /// Every other model type (WordPiece, BPE, ...), as the crate loads it.
+    Crate(Box<Tokenizer>),
+}
+
+/// Just enough of tokenizer.json to choose the engine.
+#[derive(Deserialize)]
+struct ModelTypeProbe {
+    model: ModelType,
+}
+
+#[derive(Deserialize)]
+struct ModelType {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
 pub struct TextTokenizer {
-    tokenizer: Tokenizer,
+    engine: Engine,
     path: PathBuf,
     max_seq_length: usize,
     do_lower_case: bool,
@@ -46,20 +81,44 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             reason,
         };
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| tok_err(e.to_string()))?;
+        let json = std::fs::read_to_string(path).map_err(|e| tok_err(e.to_string()))?;
+        // A tokenizer.json without a tagged model (legacy) or that does not parse goes to the
+        // crate, which then says what is wrong with it.
+        let is_unigram = serde_json::from_str::<ModelTypeProbe>(&json)
+            .is_ok_and(|probe| probe.model.kind.as_deref() == Some("Unigram"));
         // transformers calls the fast tokenizer with truncation="longest_first" and
         // max_length=max_seq_length: the sequence is cut so that it fits *with* its specials.
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| tok_err(format!("max_seq_length {max_seq_length}: {e}")))?;
-        tokenizer.with_padding(None);
+        let truncation = TruncationParams {
+            max_length: max_seq_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        let truncation_err =
+            |e: tokenizers::Error| tok_err(format!("max_seq_length {max_seq_length}: {e}"));
+        let engine = if is_unigram {
+            // The crate's own deserializer (added tokens, normalizer, ...) with our model.
+            let mut tokenizer: CompactUnigramTokenizer =
+                serde_json::from_str(&json).map_err(|e| tok_err(e.to_string()))?;
+            drop(json);
+            tokenizer
+                .with_truncation(Some(truncation))
+                .map_err(truncation_err)?;
+            tokenizer.with_padding(None);
+            Engine::CompactUnigram(Box::new(tokenizer))
+        } else {
+            let mut tokenizer: Tokenizer = json
+                .parse()
+                .map_err(|e: tokenizers::Error| tok_err(e.to_string()))?;
+            drop(json);
+            tokenizer
+                .with_truncation(Some(truncation))
+                .map_err(truncation_err)?;
+            tokenizer.with_padding(None);
+            Engine::Crate(Box::new(tokenizer))
+        };
         Ok(Self {
-            tokenizer,
+            engine,
             path: path.to_path_buf(),
             max_seq_length,
             do_lower_case,
@@ -74,8 +133,49 @@ impl TextTokenizer {
         self.max_seq_length
     }
 
+    /// Model pieces and added tokens, each distinct string once (the crate's
+    /// `get_vocab_size(true)`).
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        match &self.engine {
+            // Counted without building the crate's 250k-entry `HashMap<String, u32>`.
+            Engine::CompactUnigram(tokenizer) => {
+                let model = tokenizer.get_model();
+                let added_outside_model = tokenizer
+                    .get_added_vocabulary()
+                    .get_vocab()
+                    .keys()
+                    .filter(|token| model.token_to_id(token).is_none())
+                    .count();
+                model.distinct_pieces() + added_outside_model
+            }
+            Engine::Crate(tokenizer) => tokenizer.get_vocab_size(true),
+        }
+    }
+
+    fn encode_with_specials(&self, text: &str) -> tokenizers::Result<Encoding> {
+        match &self.engine {
+            Engine::CompactUnigram(tokenizer) => tokenizer.encode(text, true),
+            Engine::Crate(tokenizer) => tokenizer.encode(text, true),
+        }
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        match &self.engine {
+            Engine::CompactUnigram(tokenizer) => tokenizer.token_to_id(token),
+            Engine::Crate(tokenizer) => tokenizer.token_to_id(token),
+        }
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        match &self.engine {
+            Engine::CompactUnigram(tokenizer) => tokenizer.id_to_token(id),
+            Engine::Crate(tokenizer) => tokenizer.id_to_token(id),
+        }
+    }
+
+    /// Whether the compact Unigram model runs this tokenizer (tests and reports).
+    pub fn uses_compact_unigram(&self) -> bool {
+        matches!(self.engine, Engine::CompactUnigram(_))
     }
 
     /// Tokenizes `prompt + text` (the prompt is prepended as a string, as sentence-transformers
@@ -90,8 +190,7 @@ impl TextTokenizer {
             text
         };
         let encoding = self
-            .tokenizer
-            .encode(text, true)
+            .encode_with_specials(text)
             .map_err(|e| EmbedError::Tokenize {
                 index,
                 reason: e.to_string(),
@@ -111,17 +210,13 @@ impl TextTokenizer {
 
     /// Whether the tokenizer knows `token` (a vocabulary piece or an added token).
     pub fn has_token(&self, token: &str) -> bool {
-        self.tokenizer.token_to_id(token).is_some()
+        self.token_to_id(token).is_some()
     }
 
     /// Token pieces of ids, for `tokenize` reports.
     pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()
-            .map(|&id| {
-                self.tokenizer
-                    .id_to_token(id)
-                    .unwrap_or_else(|| format!("<id {id}>"))
-            })
+            .map(|&id| self.id_to_token(id).unwrap_or_else(|| format!("<id {id}>")))
             .collect()
     }
 }
