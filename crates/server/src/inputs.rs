@@ -295,7 +295,10 @@ mod tests {
     #[test]
     fn a_cut_normalized_vector_is_renormalized() {
         let v = finish(vec![3.0, 4.0, 12.0], true, None, Some(2));
-        assert_eq!(v, vec![0.6, 0.8]);
+        assert!(
+            (v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6,
+            "{v:?}"
+        );
         let raw = finish(vec![3.0, 4.0, 12.0], true, Some(false), Some(2));
         assert_eq!(raw, vec![3.0, 4.0]);
         assert_eq!(check_dimensions(Some(0), 4).unwrap_err().status, 400);
