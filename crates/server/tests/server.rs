@@ -144,7 +144,7 @@ fn dimensions_cut_and_renormalize() {
         assert!((norm(c) - 1.0).abs() < 1e-5, "norm {}", norm(c));
         let n = norm(&f[..64]);
         let expected: Vec<f32> = f[..64].iter().map(|x| x / n).collect();
-        assert_close(&[c.clone()], &[expected], 1e-6);
+        assert_close(std::slice::from_ref(c), &[expected], 1e-6);
     }
     assert_close(&cut, &library(TEXTS, Prompt::None, Some(64)), 1e-6);
     let tei = post(

@@ -30,19 +30,33 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     (status, body.to_string())
 }
 
+/// The server process, killed if a test fails before it exits.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `koembed serve --port 0` and reads the bound address from stderr; the rest of
 /// stderr keeps coming through the returned channel.
-fn start_server() -> (Child, SocketAddr, mpsc::Receiver<String>) {
+fn start_server() -> (Server, SocketAddr, mpsc::Receiver<String>) {
     let model = built_model("e5-small");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_koembed"))
-        .args(["serve", "--port", "0", "--threads", "2", "--model"])
-        .arg(&model)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("koembed serve starts");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Server(
+        Command::new(env!("CARGO_BIN_EXE_koembed"))
+            .args(["serve", "--port", "0", "--threads", "2", "--model"])
+            .arg(&model)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("koembed serve starts"),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -134,7 +148,7 @@ fn serve_answers_like_embed_and_sigterm_finishes_the_request_in_flight() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -148,7 +162,7 @@ fn serve_answers_like_embed_and_sigterm_finishes_the_request_in_flight() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(
