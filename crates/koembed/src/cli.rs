@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, embed, eval, inspect, search, threads, tokenize};
+use crate::{bench, embed, eval, inspect, search, serve, threads, tokenize};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,10 @@ pub enum Command {
     /// Time the encoder on a standard workload (W1/W2/W3) or a text corpus.
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::Args),
+    /// Serve embeddings over HTTP (OpenAI and text-embeddings-inference APIs), batching
+    /// concurrent requests.
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::Args),
 }
 
 /// What a subcommand knows about how it was called, besides its own arguments.
@@ -108,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => tokenize::run(args, &ctx),
         Command::Inspect(args) => inspect::run(args, &ctx),
         Command::Bench(args) => bench::run(args, &ctx),
+        Command::Serve(args) => serve::run(args, &ctx),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The `koembed` command, one module per subcommand (`embed`, `search`, `eval`, `tokenize`,
-//! `inspect`, `bench`), plus what they share: reading inputs, loading the model, running the
+//! `inspect`, `bench`, `serve`), plus what they share: reading inputs, loading the model, running the
 //! embedder with progress, writing outputs, and the search cache.
 
 pub mod bench;
@@ -14,6 +14,7 @@ pub mod npy;
 pub mod output;
 pub mod progress;
 pub mod search;
+pub mod serve;
 pub mod threads;
 pub mod tokenize;
 pub mod workload;

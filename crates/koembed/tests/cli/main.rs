@@ -7,6 +7,7 @@ mod common;
 mod embed;
 mod errors;
 mod search;
+mod serve;
 mod tools;
 
 use std::path::{Path, PathBuf};
