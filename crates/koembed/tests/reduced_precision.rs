@@ -93,8 +93,8 @@ fn check_golden_cosines(model: &str) {
             "| {model} | {dtype} | {} | {min:.6} | {mean:.6} | {worst_id} |",
             cosines.len()
         );
-        // NaN fails too: `!(min >= gate)`.
-        if !(min >= min_cosine_gate(dtype)) {
+        // NaN fails too.
+        if min.is_nan() || min < min_cosine_gate(dtype) {
             failures.push(format!(
                 "{model} {dtype}: min cosine {min:.6} (row {worst}, {worst_id}) is below {}",
                 min_cosine_gate(dtype)
@@ -133,7 +133,7 @@ fn check_retrieval(model: &str) {
         let m = faq_metrics(&load(model, dtype), &set);
         row(dtype, &m);
         let delta = (m.ndcg_at_10 - reference.ndcg_at_10).abs();
-        if !(delta <= NDCG_GATE) {
+        if delta.is_nan() || delta > NDCG_GATE {
             failures.push(format!(
                 "{model} {dtype}: nDCG@10 {:.4} is {delta:.4} from f32's {:.4} (gate {NDCG_GATE})",
                 m.ndcg_at_10, reference.ndcg_at_10
