@@ -5,7 +5,7 @@
 
 mod common;
 
-use koembed::eval::{evaluate, BeirSet, RetrievalMetrics as Metrics};
+use koembed::eval::RetrievalMetrics as Metrics;
 use koembed_embed::{ComputeDtype, EmbedOptions, Embedder, Prompt};
 use koembed_golden::Golden;
 
@@ -104,21 +104,8 @@ fn check_golden_cosines(model: &str) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn faq_metrics(embedder: &Embedder, set: &BeirSet) -> Metrics {
-    let options = |name: &str| EmbedOptions {
-        prompt: Prompt::Named(name.into()),
-        ..EmbedOptions::default()
-    };
-    let queries: Vec<&str> = set.queries.iter().map(|d| d.text.as_str()).collect();
-    let corpus: Vec<&str> = set.corpus.iter().map(|d| d.text.as_str()).collect();
-    let q = embedder.embed(&queries, &options("query")).unwrap();
-    let c = embedder.embed(&corpus, &options("passage")).unwrap();
-    evaluate(set, &q, &c)
-}
-
 fn check_retrieval(model: &str) {
-    let set = BeirSet::load(&common::faq_dir()).unwrap();
-    let reference = faq_metrics(&load(model, ComputeDtype::F32), &set);
+    let reference = common::faq_metrics(&load(model, ComputeDtype::F32));
     println!("| model | dtype | nDCG@10 | MRR@10 | Recall@1 | Recall@10 |");
     println!("|---|---|---|---|---|---|");
     let row = |dtype: ComputeDtype, m: &Metrics| {
@@ -130,7 +117,7 @@ fn check_retrieval(model: &str) {
     row(ComputeDtype::F32, &reference);
     let mut failures = Vec::new();
     for dtype in REDUCED {
-        let m = faq_metrics(&load(model, dtype), &set);
+        let m = common::faq_metrics(&load(model, dtype));
         row(dtype, &m);
         let delta = (m.ndcg_at_10 - reference.ndcg_at_10).abs();
         if delta.is_nan() || delta > NDCG_GATE {

@@ -3,22 +3,12 @@
 
 mod common;
 
-use koembed::eval::{evaluate, BeirSet};
-use koembed_embed::{EmbedOptions, Embedder, Prompt};
+use koembed_embed::Embedder;
 
 #[test]
 fn e5_small_on_debian_faq_ko_matches_the_reference_to_3_decimals() {
     let embedder = Embedder::load(&common::built_model("e5-small")).unwrap();
-    let set = BeirSet::load(&common::faq_dir()).unwrap();
-    let options = |name: &str| EmbedOptions {
-        prompt: Prompt::Named(name.into()),
-        ..EmbedOptions::default()
-    };
-    let queries: Vec<&str> = set.queries.iter().map(|d| d.text.as_str()).collect();
-    let corpus: Vec<&str> = set.corpus.iter().map(|d| d.text.as_str()).collect();
-    let q = embedder.embed(&queries, &options("query")).unwrap();
-    let c = embedder.embed(&corpus, &options("passage")).unwrap();
-    let m = evaluate(&set, &q, &c);
+    let m = common::faq_metrics(&embedder);
     let expected = [
         ("nDCG@10", m.ndcg_at_10, 0.5957),
         ("MRR@10", m.mrr_at_10, 0.5425),
