@@ -264,6 +264,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         "model_id": config.model_name,
         "model_type": {"embedding": {"pooling": embedder.model_dir().pooling.describe()}},
         "dim": embedder.dim(),
+        "model_dtype": embedder.encoder().dtype().name(),
         "max_input_length": embedder.tokenizer().max_seq_length(),
         "max_batch_tokens": config.max_batch_tokens,
         "max_concurrent_requests": config.max_concurrent_requests,

@@ -229,6 +229,7 @@ fn tei_embed_info_health_and_models() {
 
     let info = get(&server, "/info").ok().json();
     assert_eq!(info["dim"], 384);
+    assert_eq!(info["model_dtype"], "f32");
     assert_eq!(info["max_input_length"], 512);
     assert_eq!(info["prompts"]["query"], "query: ");
     let health = get(&server, "/health").ok();
