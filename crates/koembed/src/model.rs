@@ -65,9 +65,8 @@ pub fn load(model: &ModelArg, ctx: &Context) -> anyhow::Result<Embedder> {
     };
     let dir = koembed_hub::resolve_model(spec, &options)
         .with_context(|| format!("cannot find the model {spec}"))?;
-    let embedder =
-        Embedder::load_with_dtype(&dir, model.dtype)
-            .with_context(|| format!("cannot load the model {}", dir.display()))?;
+    let embedder = Embedder::load_with_dtype(&dir, model.dtype)
+        .with_context(|| format!("cannot load the model {}", dir.display()))?;
     for warning in &embedder.model_dir().warnings {
         ctx.note(&format!("warning: {warning}"));
     }

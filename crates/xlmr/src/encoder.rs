@@ -194,7 +194,10 @@ impl Encoder {
 
     /// Bytes held by the packed linear-layer weights (the bulk of the encoder's own memory).
     pub fn packed_weight_bytes(&self) -> usize {
-        self.layers.iter().map(EncoderLayer::packed_weight_bytes).sum()
+        self.layers
+            .iter()
+            .map(EncoderLayer::packed_weight_bytes)
+            .sum()
     }
 
     pub fn weights(&self) -> &WeightStore {

@@ -219,10 +219,15 @@ impl EncoderLayer {
 
     /// Bytes held by the layer's packed linear weights.
     pub(crate) fn packed_weight_bytes(&self) -> usize {
-        [&self.qkv, &self.attention_output, &self.intermediate, &self.output]
-            .iter()
-            .map(|l| l.weight.memory_bytes())
-            .sum()
+        [
+            &self.qkv,
+            &self.attention_output,
+            &self.intermediate,
+            &self.output,
+        ]
+        .iter()
+        .map(|l| l.weight.memory_bytes())
+        .sum()
     }
 
     /// x[num_tokens, hidden] -> the layer's output, in place.

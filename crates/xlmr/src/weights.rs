@@ -419,7 +419,10 @@ impl WeightStore {
         let mapped = &self.files[table.file];
         let row_bytes = table.row_len * table.dtype.size_in_bytes();
         let mut buf = vec![0u8; row_bytes];
-        for (id, dst) in ids.into_iter().zip(out.chunks_exact_mut(table.row_len.max(1))) {
+        for (id, dst) in ids
+            .into_iter()
+            .zip(out.chunks_exact_mut(table.row_len.max(1)))
+        {
             if id >= table.rows {
                 return Err(WeightError::Index {
                     path: mapped.path.clone(),

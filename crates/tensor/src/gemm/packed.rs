@@ -9,10 +9,12 @@
 //! - [`PackedMatrix`] holds `w` transposed into the layout of one micro-kernel: K blocks of KC,
 //!   each split into panels of NR output columns (zero-padded), each panel k-major
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
-//! - A (`x`) is not packed: the kernel broadcasts whole MR-row panels straight from the
-//!   row-major rows (measured faster than packing on this project's shapes). Only a last,
-//!   partial panel of an M block is packed, rows past M zero, so every tile, edge or not, runs
-//!   the same full MR x NR kernel; edge tiles go through a scratch tile on the stack.
+//! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
+//!   rows (measured faster than packing on this project's shapes). A last, partial panel of
+//!   fewer rows runs the same kernel instantiated for that many rows (AVX2: 1..=6), so it costs
+//!   neither a packing pass nor FMAs on rows past M: at M = 16 (one query) that was a third of
+//!   the tiles. Tiles on the right edge (N not a multiple of NR) go through a scratch tile on
+//!   the stack.
 //! - Loops: task (M block x range of NR panels) → K block → B panel (stays in L1) → A panel
 //!   (from L2) → register tile. Bias and the epilogue are applied in registers when the
 //!   last K block is stored.
@@ -328,9 +330,13 @@ fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
         }
     };
     if m * k < PAR_MIN_FMAS / 4 {
-        out.chunks_exact_mut(k.max(1)).enumerate().for_each(round_row);
+        out.chunks_exact_mut(k.max(1))
+            .enumerate()
+            .for_each(round_row);
     } else {
-        out.par_chunks_exact_mut(k.max(1)).enumerate().for_each(round_row);
+        out.par_chunks_exact_mut(k.max(1))
+            .enumerate()
+            .for_each(round_row);
     }
     out
 }
@@ -344,7 +350,11 @@ pub(crate) fn round_to_bf16(v: f32) -> f32 {
     let bits = v.to_bits();
     let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
-    f32::from_bits(if nan { (bits | 0x0040_0000) & 0xffff_0000 } else { rounded })
+    f32::from_bits(if nan {
+        (bits | 0x0040_0000) & 0xffff_0000
+    } else {
+        rounded
+    })
 }
 
 /// A zero-filled buffer with `len` f32 starting at a 64-byte boundary: (buffer, start index).
@@ -654,15 +664,9 @@ impl Call<'_> {
     ) {
         let (mr, nr, n, k) = (Kr::MR, Kr::NR, self.n, self.k);
         let a_panels = rows.len().div_ceil(mr);
-        // Whole MR-row panels are read in place from x (row-major); only a last, partial
-        // panel is packed (zero rows past the end), so the kernel never reads past row M.
-        let packed_from = rows.len() / mr;
-        let (mut a_buf, a_start) = aligned_zeros((a_panels - packed_from) * mr * Kr::KC.min(k));
         let mut k0 = 0;
         loop {
             let kcb = Kr::KC.min(k - k0);
-            let a_pack = &mut a_buf[a_start..a_start + (a_panels - packed_from) * mr * kcb];
-            self.pack_a(a_pack, rows.start + packed_from * mr..rows.end, k0, kcb, mr);
             let first = k0 == 0;
             let last = k0 + kcb == k;
             for jp in panels.clone() {
@@ -677,53 +681,38 @@ impl Call<'_> {
                 for ip in 0..a_panels {
                     let r0 = rows.start + ip * mr;
                     let tile_rows = mr.min(rows.end - r0);
-                    // One register tile into c (row stride ldc_c).
+                    // One register tile of `tile_rows` rows into c (row stride ldc_c). A is read
+                    // in place, a last partial panel included: no packing pass, and no FMAs on
+                    // rows past M.
                     let run_tile = |c: *mut f32, ldc_c: usize| {
-                        if ip < packed_from {
-                            let a = &self.x[r0 * self.lda + k0..];
-                            debug_assert!(a.len() >= (mr - 1) * self.lda + kcb);
-                            // SAFETY: rows r0 .. r0 + MR <= rows.end <= M of x hold kcb values
-                            // from k0 at stride lda (checked when the call was built); the
-                            // rest as for `tile` below.
-                            unsafe {
-                                kr.tile_rows(
-                                    kcb,
-                                    a.as_ptr(),
-                                    self.lda,
-                                    b_panel.as_ptr(),
-                                    c,
-                                    ldc_c,
-                                    !first,
-                                    bias_ptr,
-                                    gelu,
-                                    ip == 0,
-                                )
-                            }
-                        } else {
-                            let a_panel = &a_pack[(ip - packed_from) * mr * kcb..][..mr * kcb];
-                            // SAFETY: a_panel holds kcb·MR f32, b_panel kcb·NR values, bias_ptr NR
-                            // (or null); c is an MR x NR tile the caller may write.
-                            unsafe {
-                                kr.tile(
-                                    kcb,
-                                    a_panel.as_ptr(),
-                                    b_panel.as_ptr(),
-                                    c,
-                                    ldc_c,
-                                    !first,
-                                    bias_ptr,
-                                    gelu,
-                                    ip == 0,
-                                )
-                            }
+                        let a = &self.x[r0 * self.lda + k0..];
+                        debug_assert!(a.len() >= (tile_rows - 1) * self.lda + kcb);
+                        // SAFETY: rows r0 .. r0 + tile_rows <= rows.end <= M of x hold kcb
+                        // values from k0 at stride lda (checked when the call was built);
+                        // b_panel holds kcb·NR values, bias_ptr NR (or null); c's first
+                        // tile_rows rows of NR f32 are the caller's to write.
+                        unsafe {
+                            kr.tile_rows(
+                                tile_rows,
+                                kcb,
+                                a.as_ptr(),
+                                self.lda,
+                                b_panel.as_ptr(),
+                                c,
+                                ldc_c,
+                                !first,
+                                bias_ptr,
+                                gelu,
+                                ip == 0,
+                            )
                         }
                     };
-                    if tile_rows == mr && cols == nr {
-                        // The MR x NR tile at (r0, j0) lies inside the M x N output
-                        // (r0 + MR <= M, j0 + NR <= N) and inside this task's region.
+                    if cols == nr {
+                        // The tile_rows x NR tile at (r0, j0) lies inside the M x N output
+                        // (r0 + tile_rows <= M, j0 + NR <= N) and inside this task's region.
                         run_tile(unsafe { out.0.add(r0 * ldc + j0) }, ldc);
                     } else {
-                        // Edge tile: the same kernel on a scratch tile, then copy the valid part.
+                        // Right edge: the same kernel on a scratch tile, then copy the valid part.
                         let mut tmp = [0.0f32; MAX_TILE];
                         for i in 0..tile_rows {
                             // SAFETY: row r0 + i < M, columns j0..j0 + cols <= N: inside the
@@ -764,33 +753,6 @@ impl Call<'_> {
             k0 += kcb;
             if k0 >= k {
                 break;
-            }
-        }
-    }
-
-    /// Packs x[rows, k0..k0+kcb] into MR-row panels, k-major (`panel[p·MR + i]`), rows past the
-    /// end zero.
-    fn pack_a(
-        &self,
-        a_pack: &mut [f32],
-        rows: std::ops::Range<usize>,
-        k0: usize,
-        kcb: usize,
-        mr: usize,
-    ) {
-        for (ip, panel) in a_pack.chunks_exact_mut(mr * kcb).enumerate() {
-            for i in 0..mr {
-                let r = rows.start + ip * mr + i;
-                if r < rows.end {
-                    let src = &self.x[r * self.lda + k0..][..kcb];
-                    for (p, &v) in src.iter().enumerate() {
-                        panel[p * mr + i] = v;
-                    }
-                } else {
-                    for p in 0..kcb {
-                        panel[p * mr + i] = 0.0;
-                    }
-                }
             }
         }
     }

@@ -91,7 +91,8 @@ impl PanelElem for half::bf16 {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<half::f16>() == 2 && std::mem::size_of::<half::bf16>() == 2);
+const _: () =
+    assert!(std::mem::size_of::<half::f16>() == 2 && std::mem::size_of::<half::bf16>() == 2);
 
 /// Largest MR·NR of any kernel (AVX-512: 8 x 32), for edge-tile scratch space on the stack.
 pub(crate) const MAX_TILE: usize = 8 * 32;
@@ -143,16 +144,20 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         prefetch_b: bool,
     );
 
-    /// [`Self::tile`] with A read in place: row `i` of the MR x k panel at `a + i·lda`,
-    /// contiguous along k (a row-major matrix, no packing). Same results as packing the
-    /// rows and calling `tile`. The default packs onto the stack; SIMD kernels read in place.
+    /// [`Self::tile`] with A read in place and only the first `rows` rows of the tile live:
+    /// row `i < rows` of A at `a + i·lda`, contiguous along k (a row-major matrix, no packing);
+    /// rows `rows..MR` of A are not read and rows `rows..MR` of C neither read nor written.
+    /// The same results, row for row, as packing the rows (zeros below) and calling `tile`.
+    /// The default packs onto the stack; SIMD kernels read in place, so that the last rows of
+    /// an M that is not a multiple of MR cost neither a packing pass nor the dead rows' FMAs.
     ///
     /// # Safety
-    /// As [`Self::tile`], except that `a + i·lda .. + k` must be readable for every i < MR,
-    /// and `k <= KC`.
+    /// As [`Self::tile`], except that `1 <= rows <= MR`, `a + i·lda .. + k` must be readable
+    /// for every i < rows, C's rows i < rows only are accessed, and `k <= KC`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_rows<E: PanelElem>(
         self,
+        rows: usize,
         k: usize,
         a: *const f32,
         lda: usize,
@@ -165,27 +170,61 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         prefetch_b: bool,
     ) {
         assert!(Self::MR * k <= MAX_A_PANEL, "tile_rows: k above KC");
+        assert!((1..=Self::MR).contains(&rows), "tile_rows: {rows} rows");
         let mut panel = [0.0f32; MAX_A_PANEL];
-        for i in 0..Self::MR {
+        for i in 0..rows {
             // SAFETY: row i's k values are readable (contract).
             let row = unsafe { std::slice::from_raw_parts(a.add(i * lda), k) };
             for (p, &v) in row.iter().enumerate() {
                 panel[p * Self::MR + i] = v;
             }
         }
-        // SAFETY: `panel` holds k·MR packed f32; the rest is the caller's contract.
+        if rows == Self::MR {
+            // SAFETY: `panel` holds k·MR packed f32; the rest is the caller's contract.
+            unsafe {
+                self.tile(
+                    k,
+                    panel.as_ptr(),
+                    b,
+                    c,
+                    ldc,
+                    accumulate,
+                    bias,
+                    gelu,
+                    prefetch_b,
+                )
+            }
+            return;
+        }
+        // Fewer rows: the whole tile runs on the stack, and only the live rows go back.
+        let nr = Self::NR;
+        let mut tmp = [0.0f32; MAX_TILE];
+        if accumulate {
+            for i in 0..rows {
+                // SAFETY: row i < rows of C: NR readable f32 at c + i·ldc (contract).
+                let src = unsafe { std::slice::from_raw_parts(c.add(i * ldc), nr) };
+                tmp[i * nr..(i + 1) * nr].copy_from_slice(src);
+            }
+        }
+        // SAFETY: `panel` holds k·MR packed f32, `tmp` MAX_TILE >= MR·NR f32 (row stride NR)
+        // that only this call touches; b and bias are the caller's contract.
         unsafe {
             self.tile(
                 k,
                 panel.as_ptr(),
                 b,
-                c,
-                ldc,
+                tmp.as_mut_ptr(),
+                nr,
                 accumulate,
                 bias,
                 gelu,
                 prefetch_b,
             )
+        };
+        for i in 0..rows {
+            // SAFETY: row i < rows of C: NR writable f32 at c + i·ldc, not shared (contract).
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+            dst.copy_from_slice(&tmp[i * nr..(i + 1) * nr]);
         }
     }
 }

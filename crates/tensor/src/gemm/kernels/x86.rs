@@ -46,13 +46,14 @@ impl MicroKernel for Avx2Kernel {
         // caller's (the same as this trait method's).
         unsafe {
             tile_avx2_with(
-                prefetch_b, k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu,
+                MR_AVX2, prefetch_b, k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu,
             )
         }
     }
 
     unsafe fn tile_rows<E: PanelElem>(
         self,
+        rows: usize,
         k: usize,
         a: *const f32,
         lda: usize,
@@ -64,8 +65,13 @@ impl MicroKernel for Avx2Kernel {
         gelu: bool,
         prefetch_b: bool,
     ) {
-        // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p, readable by contract.
-        unsafe { tile_avx2_with(prefetch_b, k, a, lda, 1, b, c, ldc, accumulate, bias, gelu) }
+        // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p for i < rows, readable by
+        // contract, and only C's rows i < rows are touched.
+        unsafe {
+            tile_avx2_with(
+                rows, prefetch_b, k, a, lda, 1, b, c, ldc, accumulate, bias, gelu,
+            )
+        }
     }
 }
 
@@ -94,14 +100,16 @@ unsafe fn load8_avx2<E: PanelElem>(p: *const E) -> __m256 {
     }
 }
 
-/// [`tile_avx2`] with the prefetch choice made at run time (once per tile, not per k step).
+/// [`tile_avx2`] with the row count (1..=6) and the prefetch choice made at run time, once per
+/// tile, not per k step.
 ///
 /// # Safety
-/// As [`tile_avx2`].
+/// As [`tile_avx2`] with MR = `rows`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2_with<E: PanelElem>(
+    rows: usize,
     prefetch_b: bool,
     k: usize,
     a: *const f32,
@@ -114,12 +122,46 @@ unsafe fn tile_avx2_with<E: PanelElem>(
     bias: *const f32,
     gelu: bool,
 ) {
-    // SAFETY: forwarded from this function's contract.
+    /// The tile for one row count, with the prefetch choice resolved.
+    ///
+    /// # Safety
+    /// As [`tile_avx2`] with this MR.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn with_rows<const MR: usize, E: PanelElem>(
+        prefetch_b: bool,
+        k: usize,
+        a: *const f32,
+        a_row: usize,
+        a_col: usize,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            if prefetch_b {
+                tile_avx2::<MR, true, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+            } else {
+                tile_avx2::<MR, false, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+            }
+        }
+    }
+    let (p, ar, ac, acc) = (prefetch_b, a_row, a_col, accumulate);
+    // SAFETY: forwarded from this function's contract, with MR = rows.
     unsafe {
-        if prefetch_b {
-            tile_avx2::<MR_AVX2, true, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
-        } else {
-            tile_avx2::<MR_AVX2, false, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+        match rows {
+            6 => with_rows::<6, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            5 => with_rows::<5, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            4 => with_rows::<4, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            3 => with_rows::<3, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            2 => with_rows::<2, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            1 => with_rows::<1, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            _ => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
         }
     }
 }
@@ -127,8 +169,8 @@ unsafe fn tile_avx2_with<E: PanelElem>(
 /// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
 ///
 /// # Safety
-/// AVX2 + FMA + F16C, and the [`MicroKernel::tile`] pointer contract with MR = 6, NR = 16, A's
-/// elements readable at the strided addresses.
+/// AVX2 + FMA + F16C, and the [`MicroKernel::tile`] pointer contract with MR <= 6 rows (of A
+/// and C), NR = 16, A's elements readable at the strided addresses.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -146,8 +188,9 @@ unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
-    // c + i·ldc + {0, 8} .. +8 for i < 6 (a 6 x 16 tile), a + i·a_row + p·a_col for p < k, i < 6,
-    // b + p·16 + {0, 8} .. +8 for p < k, bias + {0, 8} .. +8. Loads and stores are unaligned.
+    // c + i·ldc + {0, 8} .. +8 for i < MR (an MR x 16 tile), a + i·a_row + p·a_col for p < k
+    // and i < MR, b + p·16 + {0, 8} .. +8 for p < k, bias + {0, 8} .. +8. Loads and stores are
+    // unaligned.
     unsafe {
         if accumulate {
             for (i, row) in acc.iter_mut().enumerate() {
@@ -183,10 +226,16 @@ unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(
             }
             if gelu {
                 // Two rows (4 vectors) at a time: independent chains overlap.
-                for rows in acc.chunks_exact_mut(2) {
+                let mut pairs = acc.chunks_exact_mut(2);
+                for rows in &mut pairs {
                     let [a, b, c, d] = gelu_avx2([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
                     rows[0] = [a, b];
                     rows[1] = [c, d];
+                }
+                // An odd MR's last row: lane-wise, so the duplicate gives the same bits.
+                if let [row] = pairs.into_remainder() {
+                    let [a, b, _, _] = gelu_avx2([row[0], row[1], row[0], row[1]]);
+                    *row = [a, b];
                 }
             }
         }
