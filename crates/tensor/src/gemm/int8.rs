@@ -85,9 +85,10 @@ const TASKS_PER_THREAD: usize = 4;
 const A_BLOCK_BYTES: usize = 192 * 1024;
 /// Below this many activation values, quantizing them is not worth handing to rayon.
 const PAR_MIN_QUANTIZE: usize = 1 << 16;
-/// 1.5·2²³: for |y| < 2²², `(y + ROUND_MAGIC) - ROUND_MAGIC` is y rounded to the nearest
-/// integer, ties to even (the sum lands where the f32 spacing is 1), in plain arithmetic that
-/// vectorises, unlike `round_ties_even` on x86-64's SSE2 baseline.
+/// 1.5·2²³: for |y| < 2²², `y + ROUND_MAGIC` lands where the f32 spacing is 1, so it is y
+/// rounded to the nearest integer, ties to even, plus ROUND_MAGIC, and its bits minus
+/// ROUND_MAGIC's bits are that integer: rounding in plain arithmetic that vectorises, unlike
+/// `round_ties_even` on x86-64's SSE2 baseline.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Which micro-kernel multiplies with a [`QuantizedMatrix`]. Both read the same packed layout
@@ -177,6 +178,12 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
 
     /// `out[i][j] = dequantize(acc[i][j], ...)`.
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
+
+    /// [`quantize_activation_row`]; SIMD kernels compile the same code for their ISA (the
+    /// same operations in the same order, so the same bits).
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+        quantize_activation_row(row, q, q_abs)
+    }
 }
 
 /// The one definition of an output element before the residual (see the module docs).
@@ -194,6 +201,7 @@ pub(crate) fn dequantize(acc: i32, row_scale: f32, col_scale: f32, bias: f32, ge
 ///
 /// The max of |v| is taken on the bit patterns (an integer max: exact, vectorises, and a NaN
 /// wins over every number), so a non-finite row gives a non-finite scale.
+#[inline(always)]
 fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
     let amax_bits = row
         .iter()
@@ -203,11 +211,25 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
     let q = &mut q[..row.len()];
     if scale > 0.0 && scale.is_finite() {
         for (d, &v) in q.iter_mut().zip(row) {
-            let rounded = (v / scale + ROUND_MAGIC) - ROUND_MAGIC;
-            *d = rounded.clamp(-127.0, 127.0) as i8;
+            // |v / scale| <= 127 (about: v is finite and |v| <= 127·scale), far below 2²²:
+            // the sum's low mantissa bits hold round(v / scale) in two's complement, read
+            // with integer arithmetic, which vectorises where a float-to-int cast does not.
+            let sum_bits = (v / scale + ROUND_MAGIC).to_bits() as i32;
+            *d = (sum_bits - ROUND_MAGIC.to_bits() as i32).clamp(-127, 127) as i8;
         }
     } else {
         q.fill(0);
+    }
+    scale
+}
+
+/// Quantizes an activation row into `q` and its magnitudes into `q_abs` (what the kernels
+/// multiply: see `kernels::int8_x86`); returns the scale.
+#[inline(always)]
+pub(crate) fn quantize_activation_row(row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+    let scale = quantize_row(row, q);
+    for (d, &v) in q_abs.iter_mut().zip(q.iter()) {
+        *d = v.unsigned_abs();
     }
     scale
 }
@@ -403,6 +425,31 @@ fn run(
     gelu: bool,
     residual: Option<&[f32]>,
 ) {
+    match w.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => {
+            let kr = Avx2Int8Kernel::new().unwrap_or_else(missing);
+            run_with(kr, out, x, w, bias, gelu, residual)
+        }
+        Int8Kernel::Portable => {
+            let kr = PortableInt8Kernel::new().unwrap_or_else(missing);
+            run_with(kr, out, x, w, bias, gelu, residual)
+        }
+        #[allow(unreachable_patterns)]
+        _ => missing::<()>(),
+    }
+}
+
+/// [`run`] on one kernel: quantization included, so that it runs on the kernel's ISA too.
+fn run_with<Kr: Int8MicroKernel>(
+    kr: Kr,
+    out: &mut [f32],
+    x: TensorView<'_>,
+    w: &QuantizedMatrix,
+    bias: &[f32],
+    gelu: bool,
+    residual: Option<&[f32]>,
+) {
     let (m, n, k, k_pad) = (x.rows(), w.n, w.k, w.k_pad);
     if m == 0 || n == 0 {
         return;
@@ -420,10 +467,7 @@ fn run(
             .zip(a.chunks_exact_mut(k_pad).zip(a_abs.chunks_exact_mut(k_pad)))
             .zip(&mut row_scales);
         let quantize = |((x_row, (q, q_abs)), scale): ActivationRow<'_>| {
-            *scale = quantize_row(x_row, q);
-            for (d, &v) in q_abs.iter_mut().zip(q.iter()) {
-                *d = v.unsigned_abs();
-            }
+            *scale = kr.quantize_row(x_row, q, q_abs);
         };
         if m * k < PAR_MIN_QUANTIZE {
             rows.for_each(quantize);
@@ -446,13 +490,7 @@ fn run(
         gelu,
         residual,
     };
-    match w.kernel {
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx2 => call.run(Avx2Int8Kernel::new().unwrap_or_else(missing), out),
-        Int8Kernel::Portable => call.run(PortableInt8Kernel::new().unwrap_or_else(missing), out),
-        #[allow(unreachable_patterns)]
-        _ => missing::<()>(),
-    }
+    call.run(kr, out);
 }
 
 fn missing<T>() -> T {
@@ -740,6 +778,51 @@ mod tests {
             let mut q = [5i8; 3];
             assert!(!quantize_row(&row, &mut q).is_finite());
             assert_eq!(q, [0; 3]);
+        }
+    }
+
+    /// `kr.quantize_row` against the scalar twin: scale, values and magnitudes, bit for bit.
+    fn check_kernel_quantization<Kr: Int8MicroKernel>(kr: Kr, name: &str, row: &[f32]) {
+        let (want_scale, want_q) = naive::quantize_row(row);
+        let mut q = vec![99i8; row.len()];
+        let mut q_abs = vec![99u8; row.len()];
+        let scale = kr.quantize_row(row, &mut q, &mut q_abs);
+        assert_eq!(
+            scale.to_bits(),
+            want_scale.to_bits(),
+            "{name}: scale of {row:?}"
+        );
+        assert_eq!(q, want_q, "{name}: values of {row:?}");
+        let want_abs: Vec<u8> = want_q.iter().map(|v| v.unsigned_abs()).collect();
+        assert_eq!(q_abs, want_abs, "{name}: magnitudes of {row:?}");
+    }
+
+    #[test]
+    fn every_kernel_quantizes_like_the_scalar_twin() {
+        let mut rows: Vec<Vec<f32>> = vec![
+            vec![127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -127.0, 3.49],
+            vec![
+                -127.0, 126.5, -126.5, 125.5, -0.5, 0.5, 1.5, -1.5, 2.5, -2.5, 63.5, -63.5,
+            ],
+            vec![3e38, -3e38, 1.0, 1e37],
+            vec![1e-38, -5e-39, 2e-39, 0.0, -0.0],
+            vec![0.0; 9],
+        ];
+        // Odd lengths around the vector widths, values spanning several magnitudes.
+        for len in [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 384, 1025] {
+            // A multiplicative hash spreads the values over [-3, 3).
+            let mut row: Vec<f32> = (0..len)
+                .map(|i| ((i * 2_654_435_761 + len) % 10_007) as f32 * (6.0 / 10_007.0) - 3.0)
+                .collect();
+            row[len / 2] *= 40.0;
+            rows.push(row);
+        }
+        for row in &rows {
+            check_kernel_quantization(PortableInt8Kernel::new().unwrap(), "portable", row);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(kr) = Avx2Int8Kernel::new() {
+                check_kernel_quantization(kr, "avx2", row);
+            }
         }
     }
 

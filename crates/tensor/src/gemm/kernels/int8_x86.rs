@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::int8::{Int8Epilogue, Int8MicroKernel, Int8Tile, MR, NR};
+use crate::gemm::int8::{quantize_activation_row, Int8Epilogue, Int8MicroKernel, Int8Tile, MR, NR};
 use crate::ops::gelu_f32::x86::gelu_avx2;
 
 /// Proof that the CPU has AVX2 and FMA (the vector GELU uses FMA).
@@ -48,6 +48,22 @@ impl Int8MicroKernel for Avx2Int8Kernel {
         // SAFETY: holding `self` proves AVX2 + FMA; all operands are fixed-size arrays.
         unsafe { finish_avx2(acc, e, out) }
     }
+
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+        // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
+        unsafe { quantize_row_avx2(row, q, q_abs) }
+    }
+}
+
+/// [`quantize_activation_row`] compiled for AVX2: the compiler vectorises the max, the
+/// division, the rounding and the conversions 8 lanes at a time (IEEE operations, so the
+/// same bits as the baseline build; the int8 tests compare them with the scalar twin).
+///
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+    quantize_activation_row(row, q, q_abs)
 }
 
 /// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
