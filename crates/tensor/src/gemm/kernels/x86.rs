@@ -42,13 +42,21 @@ impl MicroKernel for Avx2Kernel {
         gelu: bool,
         prefetch_b: bool,
     ) {
+        let t = Avx2Tile {
+            k,
+            a,
+            a_row: 1,
+            a_col: MR_AVX2,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+        };
         // SAFETY: holding `self` proves AVX2 + FMA + F16C; the pointer contract is the
         // caller's (the same as this trait method's).
-        unsafe {
-            tile_avx2_with(
-                MR_AVX2, prefetch_b, k, a, 1, MR_AVX2, b, c, ldc, accumulate, bias, gelu,
-            )
-        }
+        unsafe { tile_avx2_with(MR_AVX2, prefetch_b, t) }
     }
 
     unsafe fn tile_rows<E: PanelElem>(
@@ -65,13 +73,21 @@ impl MicroKernel for Avx2Kernel {
         gelu: bool,
         prefetch_b: bool,
     ) {
+        let t = Avx2Tile {
+            k,
+            a,
+            a_row: lda,
+            a_col: 1,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+        };
         // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p for i < rows, readable by
         // contract, and only C's rows i < rows are touched.
-        unsafe {
-            tile_avx2_with(
-                rows, prefetch_b, k, a, lda, 1, b, c, ldc, accumulate, bias, gelu,
-            )
-        }
+        unsafe { tile_avx2_with(rows, prefetch_b, t) }
     }
 }
 
@@ -100,92 +116,80 @@ unsafe fn load8_avx2<E: PanelElem>(p: *const E) -> __m256 {
     }
 }
 
+/// The operands of one AVX2 tile: A's element (i, p) at `a + i·a_row + p·a_col` (packed:
+/// `1, MR`; row-major: `lda, 1`), B's panel at `b`, C's rows at `c + i·ldc`, then the epilogue.
+#[derive(Clone, Copy)]
+struct Avx2Tile<E> {
+    k: usize,
+    a: *const f32,
+    a_row: usize,
+    a_col: usize,
+    b: *const E,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    bias: *const f32,
+    gelu: bool,
+}
+
 /// [`tile_avx2`] with the row count (1..=6) and the prefetch choice made at run time, once per
 /// tile, not per k step.
 ///
 /// # Safety
 /// As [`tile_avx2`] with MR = `rows`.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_with<E: PanelElem>(
-    rows: usize,
-    prefetch_b: bool,
-    k: usize,
-    a: *const f32,
-    a_row: usize,
-    a_col: usize,
-    b: *const E,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    bias: *const f32,
-    gelu: bool,
-) {
+unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, prefetch_b: bool, t: Avx2Tile<E>) {
     /// The tile for one row count, with the prefetch choice resolved.
     ///
     /// # Safety
     /// As [`tile_avx2`] with this MR.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn with_rows<const MR: usize, E: PanelElem>(
-        prefetch_b: bool,
-        k: usize,
-        a: *const f32,
-        a_row: usize,
-        a_col: usize,
-        b: *const E,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-        bias: *const f32,
-        gelu: bool,
-    ) {
+    unsafe fn with_rows<const MR: usize, E: PanelElem>(prefetch_b: bool, t: Avx2Tile<E>) {
         // SAFETY: forwarded from this function's contract.
         unsafe {
             if prefetch_b {
-                tile_avx2::<MR, true, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+                tile_avx2::<MR, true, E>(t)
             } else {
-                tile_avx2::<MR, false, E>(k, a, a_row, a_col, b, c, ldc, accumulate, bias, gelu)
+                tile_avx2::<MR, false, E>(t)
             }
         }
     }
-    let (p, ar, ac, acc) = (prefetch_b, a_row, a_col, accumulate);
     // SAFETY: forwarded from this function's contract, with MR = rows.
     unsafe {
         match rows {
-            6 => with_rows::<6, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
-            5 => with_rows::<5, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
-            4 => with_rows::<4, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
-            3 => with_rows::<3, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
-            2 => with_rows::<2, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
-            1 => with_rows::<1, E>(p, k, a, ar, ac, b, c, ldc, acc, bias, gelu),
+            6 => with_rows::<6, E>(prefetch_b, t),
+            5 => with_rows::<5, E>(prefetch_b, t),
+            4 => with_rows::<4, E>(prefetch_b, t),
+            3 => with_rows::<3, E>(prefetch_b, t),
+            2 => with_rows::<2, E>(prefetch_b, t),
+            1 => with_rows::<1, E>(prefetch_b, t),
             _ => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
         }
     }
 }
 
-/// A's element (i, p) is at `a + i·a_row + p·a_col`: packed (`1, MR`) or row-major (`lda, 1`).
+/// One MR x 16 register tile (see [`Avx2Tile`] for where the operands are).
 ///
 /// # Safety
 /// AVX2 + FMA + F16C, and the [`MicroKernel::tile`] pointer contract with MR <= 6 rows (of A
 /// and C), NR = 16, A's elements readable at the strided addresses.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(
-    k: usize,
-    a: *const f32,
-    a_row: usize,
-    a_col: usize,
-    b: *const E,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    bias: *const f32,
-    gelu: bool,
-) {
+unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(t: Avx2Tile<E>) {
+    let Avx2Tile {
+        k,
+        a,
+        a_row,
+        a_col,
+        b,
+        c,
+        ldc,
+        accumulate,
+        bias,
+        gelu,
+    } = t;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
     // c + i·ldc + {0, 8} .. +8 for i < MR (an MR x 16 tile), a + i·a_row + p·a_col for p < k
