@@ -615,28 +615,19 @@ impl Call<'_> {
                     // task's region (see the contract).
                     let dst =
                         unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
-                    let residual = self.residual.map(|res| &res[r * n + j0..][..cols]);
-                    if let Ok(dst) = <&mut [f32; NR]>::try_from(&mut *dst) {
-                        // A whole tile row: a length known when compiling, so vector moves
+                    match self.residual {
+                        Some(residual) => {
+                            let src = &residual[r * n + j0..][..cols];
+                            for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
+                                *d = v + s;
+                            }
+                        }
+                        // A whole tile row has a length known when compiling: vector moves
                         // instead of a `memmove` call per 16 values.
-                        match residual {
-                            Some(res) => {
-                                let res: &[f32; NR] = res.try_into().expect("cols = NR values");
-                                for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(res) {
-                                    *d = v + s;
-                                }
-                            }
-                            None => *dst = *tile_row,
-                        }
-                    } else {
-                        match residual {
-                            Some(res) => {
-                                for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(res) {
-                                    *d = v + s;
-                                }
-                            }
-                            None => dst.copy_from_slice(&tile_row[..cols]),
-                        }
+                        None => match <&mut [f32; NR]>::try_from(&mut *dst) {
+                            Ok(whole) => *whole = *tile_row,
+                            Err(_) => dst.copy_from_slice(&tile_row[..cols]),
+                        },
                     }
                 }
             }

@@ -170,7 +170,10 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         prefetch_b: bool,
     ) {
         assert!(Self::MR * k <= MAX_A_PANEL, "tile_rows: k above KC");
-        assert!(Self::MR * Self::NR <= MAX_TILE, "tile_rows: tile above MAX_TILE");
+        assert!(
+            Self::MR * Self::NR <= MAX_TILE,
+            "tile_rows: tile above MAX_TILE"
+        );
         assert!((1..=Self::MR).contains(&rows), "tile_rows: {rows} rows");
         let mut panel = [0.0f32; MAX_A_PANEL];
         for i in 0..rows {
