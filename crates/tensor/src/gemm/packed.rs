@@ -18,6 +18,10 @@
 //! - Loops: task (M block x range of NR panels) → K block → B panel (stays in L1) → A panel
 //!   (from L2) → register tile. Bias and the epilogue are applied in registers when the
 //!   last K block is stored.
+//! - Prefetch: when M is small (one query) every B panel comes from memory once. The first tile
+//!   over a panel prefetches it a little ahead of its reads, and the second tile, which reuses
+//!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
+//!   (measured on e5-small W1: 4-6% off the median query, alternating runs).
 //! - Tasks run on rayon: whole M blocks when M is large, and the N panels split into chunks so
 //!   both cores work even at M = 16. K is never split between threads.
 //!
@@ -45,6 +49,8 @@ use crate::tensor::{TensorView, TensorViewMut};
 const PAR_MIN_FMAS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
+/// How far ahead of its reads the first tile over a B panel prefetches it.
+const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -678,7 +684,20 @@ impl Call<'_> {
                     _ => std::ptr::null(),
                 };
                 let gelu = last && self.gelu;
+                let next_panel = if jp + 1 < panels.end {
+                    self.w.panel::<E>(k0, kcb, jp + 1).as_ptr() as *const u8
+                } else if !last {
+                    let next_kcb = Kr::KC.min(k - k0 - kcb);
+                    self.w.panel::<E>(k0 + kcb, next_kcb, panels.start).as_ptr() as *const u8
+                } else {
+                    std::ptr::null()
+                };
                 for ip in 0..a_panels {
+                    let prefetch = match ip {
+                        0 => (b_panel.as_ptr() as *const u8).wrapping_add(B_PREFETCH_AHEAD_BYTES),
+                        1 => next_panel,
+                        _ => std::ptr::null(),
+                    };
                     let r0 = rows.start + ip * mr;
                     let tile_rows = mr.min(rows.end - r0);
                     // One register tile of `tile_rows` rows into c (row stride ldc_c). A is read
@@ -703,7 +722,7 @@ impl Call<'_> {
                                 !first,
                                 bias_ptr,
                                 gelu,
-                                ip == 0,
+                                prefetch,
                             )
                         }
                     };

@@ -127,9 +127,11 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     ///   written);
     /// - `bias` is null or points to NR readable f32.
     ///
-    /// `prefetch_b` asks the kernel to prefetch its B panel ahead of use: the driver sets it
-    /// for the first tile that reads a panel (then streaming from memory), not for the tiles
-    /// that reuse it from L1. A hint only; results do not depend on it.
+    /// `prefetch` is null or an address the kernel streams into cache at the pace it reads B:
+    /// `prefetch + p·(one B row's bytes)` at k step p. The driver points the first tile over a
+    /// panel (which streams it from memory) a little ahead in its own panel, and the second
+    /// tile at the next panel, so that memory works while the tiles that reuse a panel from
+    /// L1 compute. A hint only; results do not depend on it.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<E: PanelElem>(
         self,
@@ -141,7 +143,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        prefetch_b: bool,
+        prefetch: *const u8,
     );
 
     /// [`Self::tile`] with A read in place and only the first `rows` rows of the tile live:
@@ -167,7 +169,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        prefetch_b: bool,
+        prefetch: *const u8,
     ) {
         assert!(Self::MR * k <= MAX_A_PANEL, "tile_rows: k above KC");
         assert!(
@@ -195,7 +197,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
                     accumulate,
                     bias,
                     gelu,
-                    prefetch_b,
+                    prefetch,
                 )
             }
             return;
@@ -222,7 +224,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
                 accumulate,
                 bias,
                 gelu,
-                prefetch_b,
+                prefetch,
             )
         };
         for i in 0..rows {

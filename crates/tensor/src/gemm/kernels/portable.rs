@@ -33,7 +33,7 @@ impl MicroKernel for PortableKernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        _prefetch_b: bool,
+        _prefetch: *const u8,
     ) {
         // SAFETY: the caller guarantees k·MR readable f32 at `a` and k·NR panel values at `b`
         // (trait contract).

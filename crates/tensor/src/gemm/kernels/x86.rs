@@ -40,7 +40,7 @@ impl MicroKernel for Avx2Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        prefetch_b: bool,
+        prefetch: *const u8,
     ) {
         let t = Avx2Tile {
             k,
@@ -53,10 +53,11 @@ impl MicroKernel for Avx2Kernel {
             accumulate,
             bias,
             gelu,
+            prefetch,
         };
         // SAFETY: holding `self` proves AVX2 + FMA + F16C; the pointer contract is the
         // caller's (the same as this trait method's).
-        unsafe { tile_avx2_with(MR_AVX2, prefetch_b, t) }
+        unsafe { tile_avx2_with(MR_AVX2, t) }
     }
 
     unsafe fn tile_rows<E: PanelElem>(
@@ -71,7 +72,7 @@ impl MicroKernel for Avx2Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        prefetch_b: bool,
+        prefetch: *const u8,
     ) {
         let t = Avx2Tile {
             k,
@@ -84,16 +85,15 @@ impl MicroKernel for Avx2Kernel {
             accumulate,
             bias,
             gelu,
+            prefetch,
         };
         // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p for i < rows, readable by
         // contract, and only C's rows i < rows are touched.
-        unsafe { tile_avx2_with(rows, prefetch_b, t) }
+        unsafe { tile_avx2_with(rows, t) }
     }
 }
 
 const MR_AVX2: usize = 6;
-/// How far ahead (in bytes) the AVX2 kernel prefetches its B panel.
-const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 
 /// Eight panel values from `p`, widened to f32.
 ///
@@ -130,6 +130,8 @@ struct Avx2Tile<E> {
     accumulate: bool,
     bias: *const f32,
     gelu: bool,
+    /// Null, or bytes to stream into cache at B's pace (see [`MicroKernel::tile`]).
+    prefetch: *const u8,
 }
 
 /// [`tile_avx2`] with the row count (1..=6) and the prefetch choice made at run time, once per
@@ -139,17 +141,17 @@ struct Avx2Tile<E> {
 /// As [`tile_avx2`] with MR = `rows`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, prefetch_b: bool, t: Avx2Tile<E>) {
+unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, t: Avx2Tile<E>) {
     /// The tile for one row count, with the prefetch choice resolved.
     ///
     /// # Safety
     /// As [`tile_avx2`] with this MR.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn with_rows<const MR: usize, E: PanelElem>(prefetch_b: bool, t: Avx2Tile<E>) {
+    unsafe fn with_rows<const MR: usize, E: PanelElem>(t: Avx2Tile<E>) {
         // SAFETY: forwarded from this function's contract.
         unsafe {
-            if prefetch_b {
+            if !t.prefetch.is_null() {
                 tile_avx2::<MR, true, E>(t)
             } else {
                 tile_avx2::<MR, false, E>(t)
@@ -159,12 +161,12 @@ unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, prefetch_b: bool, t: Avx2Til
     // SAFETY: forwarded from this function's contract, with MR = rows.
     unsafe {
         match rows {
-            6 => with_rows::<6, E>(prefetch_b, t),
-            5 => with_rows::<5, E>(prefetch_b, t),
-            4 => with_rows::<4, E>(prefetch_b, t),
-            3 => with_rows::<3, E>(prefetch_b, t),
-            2 => with_rows::<2, E>(prefetch_b, t),
-            1 => with_rows::<1, E>(prefetch_b, t),
+            6 => with_rows::<6, E>(t),
+            5 => with_rows::<5, E>(t),
+            4 => with_rows::<4, E>(t),
+            3 => with_rows::<3, E>(t),
+            2 => with_rows::<2, E>(t),
+            1 => with_rows::<1, E>(t),
             _ => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
         }
     }
@@ -177,7 +179,7 @@ unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, prefetch_b: bool, t: Avx2Til
 /// and C), NR = 16, A's elements readable at the strided addresses.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(t: Avx2Tile<E>) {
+unsafe fn tile_avx2<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Avx2Tile<E>) {
     let Avx2Tile {
         k,
         a,
@@ -189,6 +191,7 @@ unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(t: Av
         accumulate,
         bias,
         gelu,
+        prefetch,
     } = t;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
@@ -204,13 +207,11 @@ unsafe fn tile_avx2<const MR: usize, const PREFETCH_B: bool, E: PanelElem>(t: Av
         }
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
-            // The first tile over a B panel streams it from memory (the whole cost when M is
-            // small: one query); ask for it
-            // 2 KB ahead of use. A prefetch never faults; the address may run past the
-            // panel, hence wrapping arithmetic.
-            if PREFETCH_B {
+            // One B row's worth of the driver's prefetch stream per k step. A prefetch never
+            // faults; the address may run past the stream, hence wrapping arithmetic.
+            if PREFETCH {
                 _mm_prefetch::<_MM_HINT_T0>(
-                    (b.add(p * 16) as *const i8).wrapping_add(B_PREFETCH_AHEAD_BYTES),
+                    prefetch.wrapping_add(p * 16 * size_of::<E>()) as *const i8
                 );
             }
             let b0 = load8_avx2(b.add(p * 16));
@@ -277,7 +278,7 @@ impl MicroKernel for Avx512Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        _prefetch_b: bool,
+        _prefetch: *const u8,
     ) {
         // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's.
         unsafe { tile_avx512(k, a, b, c, ldc, accumulate, bias, gelu) }
