@@ -80,6 +80,8 @@ pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
 const PAR_MIN_MACS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
+/// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
+const B_PREFETCH_AHEAD_BYTES: usize = 1024;
 /// Bytes of quantized activations (values and absolute values) one M block may hold: they stay
 /// in the 512 KB L2 while the block's weight panels stream past.
 const A_BLOCK_BYTES: usize = 192 * 1024;
@@ -137,8 +139,11 @@ pub(crate) struct Int8Tile<'a> {
     pub(crate) lda: usize,
     /// One K block of a weight panel: `kcb / 4` quads of NR columns x 4 bytes.
     pub(crate) b: &'a [i8],
-    /// The first tile over a panel block streams it from memory: a hint to prefetch ahead.
-    pub(crate) prefetch_b: bool,
+    /// Null, or bytes to stream into cache at the pace the tile reads `b` (`prefetch + p·NR`
+    /// at k step p): the first tile over a panel block streams it from memory and prefetches a
+    /// little ahead in it, the second one (reusing the block from L1) the next panel's block.
+    /// A hint only; results do not depend on it.
+    pub(crate) prefetch: *const i8,
 }
 
 impl Int8Tile<'_> {
@@ -574,7 +579,7 @@ impl Call<'_> {
     ) {
         let (n, k_pad) = (self.n, self.k_pad);
         let mut acc = vec![[[0i32; NR]; MR]; rows.len() / MR];
-        for jp in panels {
+        for jp in panels.clone() {
             let j0 = jp * NR;
             let panel = self.w.panel(jp);
             acc.fill([[0; NR]; MR]);
@@ -583,6 +588,10 @@ impl Call<'_> {
             while k0 < k_pad {
                 let kcb = KC.min(k_pad - k0);
                 let b = &panel[k0 * NR..(k0 + kcb) * NR];
+                let next_block = match panels.end > jp + 1 {
+                    true => self.w.panel(jp + 1)[k0 * NR..].as_ptr(),
+                    false => std::ptr::null(),
+                };
                 for (g, tile_acc) in acc.iter_mut().enumerate() {
                     let a0 = (rows.start + g * MR) * k_pad + k0;
                     let tile = Int8Tile {
@@ -590,7 +599,11 @@ impl Call<'_> {
                         a_abs: &self.a_abs[a0..],
                         lda: k_pad,
                         b,
-                        prefetch_b: g == 0,
+                        prefetch: match g {
+                            0 => b.as_ptr().wrapping_add(B_PREFETCH_AHEAD_BYTES),
+                            1 => next_block,
+                            _ => std::ptr::null(),
+                        },
                     };
                     kr.accumulate(&tile, tile_acc);
                 }

@@ -36,7 +36,7 @@ impl Int8MicroKernel for Avx2Int8Kernel {
         // (a and a_abs) and the panel block kcb · NR bytes, which is all `accumulate_avx2`
         // reads.
         unsafe {
-            if t.prefetch_b {
+            if !t.prefetch.is_null() {
                 accumulate_avx2::<true>(t, kcb, acc)
             } else {
                 accumulate_avx2::<false>(t, kcb, acc)
@@ -66,9 +66,6 @@ unsafe fn quantize_row_avx2(row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 
     quantize_activation_row(row, q, q_abs)
 }
 
-/// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
-const B_PREFETCH_AHEAD: usize = 1024;
-
 /// # Safety
 /// AVX2; rows `i < MR` of `t.a` and `t.a_abs` hold `kcb` bytes from `i·t.lda`, and `t.b` holds
 /// `kcb · NR` bytes; `kcb` is a multiple of 4.
@@ -94,7 +91,7 @@ unsafe fn accumulate_avx2<const PREFETCH_B: bool>(
         // unaligned; a prefetch never faults, so its address may run past the panel.
         unsafe {
             if PREFETCH_B {
-                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * NR + B_PREFETCH_AHEAD));
+                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(p * NR));
             }
             let b0 = _mm256_loadu_si256(b.add(p * NR).cast());
             let b1 = _mm256_loadu_si256(b.add(p * NR + 32).cast());
