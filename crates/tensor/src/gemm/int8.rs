@@ -82,6 +82,9 @@ const PAR_MIN_MACS: usize = 1 << 18;
 const TASKS_PER_THREAD: usize = 4;
 /// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
 const B_PREFETCH_AHEAD_BYTES: usize = 1024;
+/// The second tile over a panel block prefetches the next panel's block only when at most
+/// this many tiles share the block (M <= 16: queries).
+const PREFETCH_NEXT_MAX_TILES: usize = 4;
 /// Bytes of quantized activations (values and absolute values) one M block may hold: they stay
 /// in the 512 KB L2 while the block's weight panels stream past.
 const A_BLOCK_BYTES: usize = 192 * 1024;
@@ -588,7 +591,9 @@ impl Call<'_> {
             while k0 < k_pad {
                 let kcb = KC.min(k_pad - k0);
                 let b = &panel[k0 * NR..(k0 + kcb) * NR];
-                let next_block = match panels.end > jp + 1 {
+                // As in the f32 GEMM (`PREFETCH_NEXT_MAX_TILES`): only when few tiles share
+                // the block, or the next block would evict it from L1 while still in use.
+                let next_block = match panels.end > jp + 1 && acc.len() <= PREFETCH_NEXT_MAX_TILES {
                     true => self.w.panel(jp + 1)[k0 * NR..].as_ptr(),
                     false => std::ptr::null(),
                 };

@@ -21,7 +21,8 @@
 //! - Prefetch: when M is small (one query) every B panel comes from memory once. The first tile
 //!   over a panel prefetches it a little ahead of its reads, and the second tile, which reuses
 //!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
-//!   (measured on e5-small W1: 4-6% off the median query, alternating runs).
+//!   (measured on e5-small W1: 4-6% off the median query, alternating runs), when few tiles
+//!   share a panel: see [`PREFETCH_NEXT_MAX_TILES`].
 //! - Tasks run on rayon: whole M blocks when M is large, and the N panels split into chunks so
 //!   both cores work even at M = 16. K is never split between threads.
 //!
@@ -51,6 +52,11 @@ const PAR_MIN_FMAS: usize = 1 << 18;
 const TASKS_PER_THREAD: usize = 4;
 /// How far ahead of its reads the first tile over a B panel prefetches it.
 const B_PREFETCH_AHEAD_BYTES: usize = 2048;
+/// The second tile over a B panel prefetches the next panel only when at most this many tiles
+/// share a panel (M <= 24: queries). With more, the panel stays in use long enough that the
+/// next one, pulled into L1 beside it, would evict it and the A rows; memory then has the
+/// time to keep up on its own.
+const PREFETCH_NEXT_MAX_TILES: usize = 4;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -684,7 +690,9 @@ impl Call<'_> {
                     _ => std::ptr::null(),
                 };
                 let gelu = last && self.gelu;
-                let next_panel = if jp + 1 < panels.end {
+                let next_panel = if a_panels > PREFETCH_NEXT_MAX_TILES {
+                    std::ptr::null()
+                } else if jp + 1 < panels.end {
                     self.w.panel::<E>(k0, kcb, jp + 1).as_ptr() as *const u8
                 } else if !last {
                     let next_kcb = Kr::KC.min(k - k0 - kcb);

@@ -129,9 +129,9 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     ///
     /// `prefetch` is null or an address the kernel streams into cache at the pace it reads B:
     /// `prefetch + p·(one B row's bytes)` at k step p. The driver points the first tile over a
-    /// panel (which streams it from memory) a little ahead in its own panel, and the second
-    /// tile at the next panel, so that memory works while the tiles that reuse a panel from
-    /// L1 compute. A hint only; results do not depend on it.
+    /// panel (which streams it from memory) a little ahead in its own panel, and, when few
+    /// tiles share a panel, the second tile at the next panel, so that memory works while the
+    /// tiles that reuse a panel from L1 compute. A hint only; results do not depend on it.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<E: PanelElem>(
         self,
