@@ -144,8 +144,8 @@ pub(crate) struct Int8Tile<'a> {
     pub(crate) b: &'a [i8],
     /// Null, or bytes to stream into cache at the pace the tile reads `b` (`prefetch + p·NR`
     /// at k step p): the first tile over a panel block streams it from memory and prefetches a
-    /// little ahead in it, the second one (reusing the block from L1) the next panel's block.
-    /// A hint only; results do not depend on it.
+    /// little ahead in it, the second one (reusing the block from L1) the next panel's block
+    /// when few tiles share a block. A hint only; results do not depend on it.
     pub(crate) prefetch: *const i8,
 }
 
@@ -593,9 +593,10 @@ impl Call<'_> {
                 let b = &panel[k0 * NR..(k0 + kcb) * NR];
                 // As in the f32 GEMM (`PREFETCH_NEXT_MAX_TILES`): only when few tiles share
                 // the block, or the next block would evict it from L1 while still in use.
-                let next_block = match panels.end > jp + 1 && acc.len() <= PREFETCH_NEXT_MAX_TILES {
-                    true => self.w.panel(jp + 1)[k0 * NR..].as_ptr(),
-                    false => std::ptr::null(),
+                let next_block = if jp + 1 < panels.end && acc.len() <= PREFETCH_NEXT_MAX_TILES {
+                    self.w.panel(jp + 1)[k0 * NR..].as_ptr()
+                } else {
+                    std::ptr::null()
                 };
                 for (g, tile_acc) in acc.iter_mut().enumerate() {
                     let a0 = (rows.start + g * MR) * k_pad + k0;
