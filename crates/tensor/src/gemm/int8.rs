@@ -61,6 +61,7 @@ use rayon::prelude::*;
 use super::kernels::int8_portable::PortableInt8Kernel;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::int8_x86::Avx2Int8Kernel;
+use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
@@ -82,9 +83,6 @@ const PAR_MIN_MACS: usize = 1 << 18;
 const TASKS_PER_THREAD: usize = 4;
 /// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
 const B_PREFETCH_AHEAD_BYTES: usize = 1024;
-/// The second tile over a panel block prefetches the next panel's block only when at most
-/// this many tiles share the block (M <= 16: queries).
-const PREFETCH_NEXT_MAX_TILES: usize = 4;
 /// Bytes of quantized activations (values and absolute values) one M block may hold: they stay
 /// in the 512 KB L2 while the block's weight panels stream past.
 const A_BLOCK_BYTES: usize = 192 * 1024;
@@ -591,12 +589,13 @@ impl Call<'_> {
             while k0 < k_pad {
                 let kcb = KC.min(k_pad - k0);
                 let b = &panel[k0 * NR..(k0 + kcb) * NR];
-                // As in the f32 GEMM (`PREFETCH_NEXT_MAX_TILES`): only when few tiles share
-                // the block, or the next block would evict it from L1 while still in use.
-                let next_block = if jp + 1 < panels.end && acc.len() <= PREFETCH_NEXT_MAX_TILES {
-                    self.w.panel(jp + 1)[k0 * NR..].as_ptr()
-                } else {
-                    std::ptr::null()
+                let tiles = acc.len();
+                let next_block = || {
+                    if jp + 1 < panels.end {
+                        self.w.panel(jp + 1)[k0 * NR..].as_ptr() as *const u8
+                    } else {
+                        std::ptr::null()
+                    }
                 };
                 for (g, tile_acc) in acc.iter_mut().enumerate() {
                     let a0 = (rows.start + g * MR) * k_pad + k0;
@@ -605,11 +604,13 @@ impl Call<'_> {
                         a_abs: &self.a_abs[a0..],
                         lda: k_pad,
                         b,
-                        prefetch: match g {
-                            0 => b.as_ptr().wrapping_add(B_PREFETCH_AHEAD_BYTES),
-                            1 => next_block,
-                            _ => std::ptr::null(),
-                        },
+                        prefetch: tile_prefetch(
+                            g,
+                            tiles,
+                            b.as_ptr() as *const u8,
+                            B_PREFETCH_AHEAD_BYTES,
+                            next_block,
+                        ) as *const i8,
                     };
                     kr.accumulate(&tile, tile_acc);
                 }

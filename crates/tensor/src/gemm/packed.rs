@@ -22,7 +22,7 @@
 //!   over a panel prefetches it a little ahead of its reads, and the second tile, which reuses
 //!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
 //!   (measured on e5-small W1: 4-6% off the median query, alternating runs), when few tiles
-//!   share a panel: see [`PREFETCH_NEXT_MAX_TILES`].
+//!   share a panel: see [`tile_prefetch`].
 //! - Tasks run on rayon: whole M blocks when M is large, and the N panels split into chunks so
 //!   both cores work even at M = 16. K is never split between threads.
 //!
@@ -41,7 +41,7 @@ use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::x86::{Avx2Kernel, Avx512Kernel};
 pub use super::kernels::PanelFormat;
-use super::kernels::{MicroKernel, PanelElem, MAX_TILE};
+use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -52,11 +52,6 @@ const PAR_MIN_FMAS: usize = 1 << 18;
 const TASKS_PER_THREAD: usize = 4;
 /// How far ahead of its reads the first tile over a B panel prefetches it.
 const B_PREFETCH_AHEAD_BYTES: usize = 2048;
-/// The second tile over a B panel prefetches the next panel only when at most this many tiles
-/// share a panel (M <= 24: queries). With more, the panel stays in use long enough that the
-/// next one, pulled into L1 beside it, would evict it and the A rows; memory then has the
-/// time to keep up on its own.
-const PREFETCH_NEXT_MAX_TILES: usize = 4;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -690,22 +685,26 @@ impl Call<'_> {
                     _ => std::ptr::null(),
                 };
                 let gelu = last && self.gelu;
-                let next_panel = if a_panels > PREFETCH_NEXT_MAX_TILES {
-                    std::ptr::null()
-                } else if jp + 1 < panels.end {
-                    self.w.panel::<E>(k0, kcb, jp + 1).as_ptr() as *const u8
-                } else if !last {
-                    let next_kcb = Kr::KC.min(k - k0 - kcb);
-                    self.w.panel::<E>(k0 + kcb, next_kcb, panels.start).as_ptr() as *const u8
-                } else {
-                    std::ptr::null()
+                // The panel after this one: the next of this task in this K block, or the
+                // task's first in the next K block.
+                let next_panel = || {
+                    if jp + 1 < panels.end {
+                        self.w.panel::<E>(k0, kcb, jp + 1).as_ptr() as *const u8
+                    } else if !last {
+                        let next_kcb = Kr::KC.min(k - k0 - kcb);
+                        self.w.panel::<E>(k0 + kcb, next_kcb, panels.start).as_ptr() as *const u8
+                    } else {
+                        std::ptr::null()
+                    }
                 };
                 for ip in 0..a_panels {
-                    let prefetch = match ip {
-                        0 => (b_panel.as_ptr() as *const u8).wrapping_add(B_PREFETCH_AHEAD_BYTES),
-                        1 => next_panel,
-                        _ => std::ptr::null(),
-                    };
+                    let prefetch = tile_prefetch(
+                        ip,
+                        a_panels,
+                        b_panel.as_ptr() as *const u8,
+                        B_PREFETCH_AHEAD_BYTES,
+                        next_panel,
+                    );
                     let r0 = rows.start + ip * mr;
                     let tile_rows = mr.min(rows.end - r0);
                     // One register tile of `tile_rows` rows into c (row stride ldc_c). A is read

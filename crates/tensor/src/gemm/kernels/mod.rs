@@ -100,6 +100,31 @@ pub(crate) const MAX_TILE: usize = 8 * 32;
 /// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
 pub(crate) const MAX_A_PANEL: usize = 8 * 256;
 
+/// The second tile over a B panel prefetches the next panel only when at most this many tiles
+/// share a panel (queries: M <= 24 for f32, 16 for int8). With more, the panel stays in use long
+/// enough that the next one, pulled into L1 beside it, would evict it and the A rows; memory
+/// then keeps up on its own.
+pub(crate) const PREFETCH_NEXT_MAX_TILES: usize = 4;
+
+/// The prefetch stream of tile `tile` of the `tiles` that read one B panel (or panel block),
+/// for the f32 and int8 drivers alike: the first tile, which streams the panel from memory,
+/// prefetches `ahead` bytes ahead of its reads in it; the second, which reuses the panel from
+/// L1 and would leave memory idle, the next panel (`next()`, or null when there is none), when
+/// few tiles share the panel (see [`PREFETCH_NEXT_MAX_TILES`]); the others nothing.
+pub(crate) fn tile_prefetch(
+    tile: usize,
+    tiles: usize,
+    panel: *const u8,
+    ahead: usize,
+    next: impl FnOnce() -> *const u8,
+) -> *const u8 {
+    match tile {
+        0 => panel.wrapping_add(ahead),
+        1 if tiles <= PREFETCH_NEXT_MAX_TILES => next(),
+        _ => std::ptr::null(),
+    }
+}
+
 /// `C[MR x NR] (+)= A_panel · B_panel`, then optionally `+ bias` and GELU.
 ///
 /// Blocking constants live here, per kernel, so that the packed layout of B (NR, KC) and the
