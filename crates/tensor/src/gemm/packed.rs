@@ -16,8 +16,9 @@
 //!   the tiles. Tiles on the right edge (N not a multiple of NR) go through a scratch tile on
 //!   the stack.
 //! - Loops: task (M block x range of NR panels) → K block → B panel (stays in L1) → A panel
-//!   (from L2) → register tile. Bias and the epilogue are applied in registers when the
-//!   last K block is stored.
+//!   (from L2) → register tile. When the last K block is stored, bias is added in registers
+//!   and GELU applied to the tile just stored, while it is in L1 (AVX2; in registers on the
+//!   other kernels).
 //! - Prefetch: when M is small (one query) every B panel comes from memory once. The first tile
 //!   over a panel prefetches it a little ahead of its reads, and the second tile, which reuses
 //!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
