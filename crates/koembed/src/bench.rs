@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use koembed_embed::{EmbedOptions, Embedder, Prompt, TokenizedText};
+use koembed_xlmr::{PackedBatch, Stage, StageTimes};
 
 use crate::cli::Context;
 use crate::input;
@@ -43,6 +44,11 @@ pub struct Args {
     /// One JSON line, with the keys the peer benchmarks print.
     #[arg(long)]
     pub json: bool,
+    /// W1-W3: after the timed calls, run as many again with a clock around each encoder stage
+    /// (Q/K/V, attention, projections, FFN, LayerNorms) and print each one's time per call,
+    /// share and GFLOP/s.
+    #[arg(long)]
+    pub stages: bool,
     /// FILE workloads: texts per encoder call.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
@@ -112,11 +118,20 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if !(args.seconds.is_finite() && args.seconds >= 0.0) {
         bail!("--seconds must be a number >= 0, not {}", args.seconds);
     }
+    let workload = Workload::by_name(&args.workload);
+    if args.stages && workload.is_none() {
+        bail!(
+            "--stages times the encoder on W1, W2 or W3 only, not on --workload {} \
+             (a text corpus is cut into batches of its own)",
+            args.workload
+        );
+    }
     let embedder = model::load(&args.model, ctx)?;
     let model_name = model_label(&args.model.model);
     let min_time = Duration::from_secs_f64(args.seconds);
     let calls = args.calls.map(|n| n as usize);
-    let (timings, tokens, label) = match Workload::by_name(&args.workload) {
+    let mut stages = None;
+    let (timings, tokens, label) = match workload {
         Some(w) => {
             check_workload(&embedder, &w, &args.model.model)?;
             let sequences: Vec<TokenizedText> = w
@@ -128,6 +143,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 })
                 .collect();
             let (t, n) = time_calls(|| run_token_ids(&embedder, &sequences), min_time, calls)?;
+            if args.stages {
+                stages = Some(time_stages(&embedder, &sequences, t.calls.len())?);
+            }
             (
                 t,
                 n,
@@ -176,7 +194,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let tok_s = tokens as f64 / median.max(1e-12);
     let rss = peak_rss_mb().unwrap_or(f64::NAN);
     let text = if args.json {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "peer": "koembed",
             "model": model_name,
             "workload": args.workload,
@@ -189,6 +207,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "tok_s": round(tok_s, 1),
             "peak_rss_mb": round(rss, 1),
         });
+        if let Some((times, flops)) = &stages {
+            line["stages"] = stages_json(times, flops);
+        }
         format!("{line}\n")
     } else {
         format!(
@@ -199,9 +220,83 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             timings.calls.len(),
             median * 1e3,
             timings.min().as_secs_f64() * 1e3,
-        )
+        ) + &stages
+            .map(|(t, f)| stages_table(&t, &f))
+            .unwrap_or_default()
     };
     output::write_stdout(text.as_bytes())
+}
+
+/// Each stage's FLOP per encoder call (`None`: not a matrix product).
+type StageFlops = Vec<(Stage, Option<u64>)>;
+
+/// `calls` encoder passes on `sequences` with a clock around each stage.
+fn time_stages(
+    embedder: &Embedder,
+    sequences: &[TokenizedText],
+    calls: usize,
+) -> anyhow::Result<(StageTimes, StageFlops)> {
+    let ids: Vec<&[u32]> = sequences.iter().map(|s| s.ids.as_slice()).collect();
+    let encoder = embedder.encoder();
+    let batch = PackedBatch::new(encoder.config(), &ids).context("packing the workload")?;
+    let mut times = StageTimes::new();
+    for _ in 0..calls {
+        std::hint::black_box(encoder.forward_timed(&batch, &mut times));
+    }
+    let flops = Stage::ALL
+        .iter()
+        .map(|&s| (s, s.flops(encoder.config(), &batch)))
+        .collect();
+    Ok((times, flops))
+}
+
+/// (ms per call, share of the encoder's time, GFLOP/s) of one stage.
+fn stage_row(times: &StageTimes, stage: Stage, flops: Option<u64>) -> (f64, f64, Option<f64>) {
+    let total = times.total(stage).as_secs_f64();
+    let per_call = total / times.passes().max(1) as f64;
+    let share = 100.0 * total / times.sum().as_secs_f64().max(1e-12);
+    let gflop_s = flops.map(|f| f as f64 / per_call.max(1e-12) / 1e9);
+    (per_call * 1e3, share, gflop_s)
+}
+
+fn stages_table(times: &StageTimes, flops: &StageFlops) -> String {
+    let mut out = format!(
+        "encoder stages over {} more calls (a clock around each):\n{:<28} {:>10} {:>7} {:>8}\n",
+        times.passes(),
+        "stage",
+        "ms/call",
+        "share",
+        "GFLOP/s"
+    );
+    for &(stage, f) in flops {
+        let (ms, share, gflop_s) = stage_row(times, stage, f);
+        let g = gflop_s.map_or("-".to_string(), |g| format!("{g:.1}"));
+        out += &format!("{:<28} {ms:>10.2} {share:>6.1}% {g:>8}\n", stage.name());
+    }
+    let all: u64 = flops.iter().filter_map(|&(_, f)| f).sum();
+    let ms = times.sum().as_secs_f64() * 1e3 / times.passes().max(1) as f64;
+    out += &format!(
+        "{:<28} {ms:>10.2} {:>6.1}% {:>8.1}\n",
+        "encoder",
+        100.0,
+        all as f64 / (ms / 1e3).max(1e-12) / 1e9
+    );
+    out
+}
+
+fn stages_json(times: &StageTimes, flops: &StageFlops) -> serde_json::Value {
+    flops
+        .iter()
+        .map(|&(stage, f)| {
+            let (ms, share, gflop_s) = stage_row(times, stage, f);
+            serde_json::json!({
+                "stage": stage.name(),
+                "ms": round(ms, 3),
+                "share": round(share, 2),
+                "gflop_s": gflop_s.map(|g| round(g, 1)),
+            })
+        })
+        .collect()
 }
 
 fn round(x: f64, decimals: i32) -> f64 {

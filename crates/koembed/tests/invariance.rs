@@ -88,3 +88,59 @@ fn one_and_two_threads_give_the_same_vectors() {
         .fold(0.0f32, f32::max);
     assert!(max_diff <= 1e-6, "1 vs 2 threads differ by {max_diff:e}");
 }
+
+#[test]
+fn timing_the_stages_changes_no_bit_and_times_every_stage() {
+    use koembed_xlmr::{PackedBatch, Stage, StageTimes};
+    use std::time::{Duration, Instant};
+    let embedder = Embedder::load(&common::built_model("e5-small")).unwrap();
+    let encoder = embedder.encoder();
+    let sequences: Vec<Vec<u32>> = vec![
+        vec![0, 35378, 8999, 2],
+        (0..41).map(|i| 5 + i * 997).collect(),
+    ];
+    let batch = PackedBatch::new(encoder.config(), &sequences).unwrap();
+    let plain = encoder.forward(&batch);
+    let mut times = StageTimes::new();
+    let start = Instant::now();
+    let timed = encoder.forward_timed(&batch, &mut times);
+    encoder.forward_timed(&batch, &mut times);
+    let wall = start.elapsed();
+    let bits = |v: &[f32]| -> Vec<u32> { v.iter().map(|x| x.to_bits()).collect() };
+    assert!(
+        bits(plain.as_slice()) == bits(timed.as_slice()),
+        "a clock changed the output"
+    );
+    assert_eq!(times.passes(), 2);
+    for stage in Stage::ALL {
+        assert!(times.total(stage) > Duration::ZERO, "{stage:?} never timed");
+    }
+    assert!(
+        times.sum() <= wall,
+        "{:?} of stages in {wall:?}",
+        times.sum()
+    );
+}
+
+#[test]
+fn stage_flops_of_e5_small_on_w2() {
+    use koembed_xlmr::{PackedBatch, Stage};
+    let embedder = Embedder::load(&common::built_model("e5-small")).unwrap();
+    let config = embedder.encoder_config();
+    let sequences = vec![vec![5u32; 128]; 64];
+    let batch = PackedBatch::new(config, &sequences).unwrap();
+    // 12 layers, 8192 tokens, hidden 384, FFN 1536, 64 sequences of 128.
+    let want = [
+        (Stage::Embeddings, None),
+        (Stage::QkvProjection, Some(86_973_087_744)),
+        (Stage::Attention, Some(19_327_352_832)),
+        (Stage::AttentionOutput, Some(28_991_029_248)),
+        (Stage::AttentionNorm, None),
+        (Stage::FfnIn, Some(115_964_116_992)),
+        (Stage::FfnOut, Some(115_964_116_992)),
+        (Stage::OutputNorm, None),
+    ];
+    for (stage, flops) in want {
+        assert_eq!(stage.flops(config, &batch), flops, "{stage:?}");
+    }
+}

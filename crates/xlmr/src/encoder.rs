@@ -10,6 +10,7 @@ use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
 use crate::dtype::ComputeDtype;
 use crate::layer::{EncoderLayer, LayerNormParams, LayerScratch, Linear};
+use crate::stages::{Laps, Stage, StageTimes};
 use crate::weights::{legacy_alias, scoped, F32Weight, MappedTable, WeightError, WeightStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -206,14 +207,21 @@ impl Encoder {
 
     /// The last hidden state, [num_tokens, hidden].
     pub fn forward(&self, batch: &PackedBatch) -> Tensor {
-        on_worker(|| self.forward_here(batch))
+        on_worker(|| self.forward_here(batch, Laps::new(None)))
     }
 
-    fn forward_here(&self, batch: &PackedBatch) -> Tensor {
+    /// [`forward`](Self::forward), adding the wall time of each [`Stage`] to `times` (the same
+    /// bits: only clock reads are added, about 100 of them per pass).
+    pub fn forward_timed(&self, batch: &PackedBatch, times: &mut StageTimes) -> Tensor {
+        on_worker(|| self.forward_here(batch, Laps::new(Some(times))))
+    }
+
+    fn forward_here(&self, batch: &PackedBatch, mut laps: Laps<'_>) -> Tensor {
         let mut x = self.embed(batch);
         let mut scratch = LayerScratch::new(batch, &self.config);
+        laps.lap(Stage::Embeddings);
         for layer in &self.layers {
-            layer.forward(&mut x, &mut scratch, &self.store, &self.config);
+            layer.forward(&mut x, &mut scratch, &self.store, &self.config, &mut laps);
         }
         x
     }
@@ -230,7 +238,13 @@ impl Encoder {
         states.push(x.clone());
         let mut scratch = LayerScratch::new(batch, &self.config);
         for layer in &self.layers {
-            layer.forward(&mut x, &mut scratch, &self.store, &self.config);
+            layer.forward(
+                &mut x,
+                &mut scratch,
+                &self.store,
+                &self.config,
+                &mut Laps::new(None),
+            );
             states.push(x.clone());
         }
         states

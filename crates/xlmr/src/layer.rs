@@ -12,6 +12,7 @@ use crate::batch::PackedBatch;
 use crate::config::EncoderConfig;
 use crate::dtype::ComputeDtype;
 use crate::encoder::WeightScope;
+use crate::stages::{Laps, Stage};
 use crate::weights::{F32Weight, WeightError, WeightStore};
 
 /// An `nn.Linear`: the weight [out, in] (PyTorch layout) packed once at load into the GEMM
@@ -237,6 +238,7 @@ impl EncoderLayer {
         scratch: &mut LayerScratch,
         store: &WeightStore,
         config: &EncoderConfig,
+        laps: &mut Laps<'_>,
     ) {
         let LayerScratch {
             sequences,
@@ -246,6 +248,7 @@ impl EncoderLayer {
             inner,
         } = scratch;
         self.qkv.forward_into(qkv, x, Epilogue::None);
+        laps.lap(Stage::QkvProjection);
         // Attention never crosses sequences: each one attends over its own rows only.
         ops::attention_packed_qkv(
             context.view_mut(),
@@ -255,16 +258,22 @@ impl EncoderLayer {
             GemmKernel::detect(),
         )
         .expect("shapes follow the config");
+        laps.lap(Stage::Attention);
         self.attention_output
             .forward_residual_into(attended, context, x);
+        laps.lap(Stage::AttentionOutput);
         self.attention_norm
             .apply(attended, store, config.layer_norm_eps);
+        laps.lap(Stage::AttentionNorm);
 
         // Bias and the erf GELU are applied as the GEMM stores its tiles.
         self.intermediate
             .forward_into(inner, attended, Epilogue::Gelu);
+        laps.lap(Stage::FfnIn);
         // x has been consumed (it was the residual of `attended`): the output goes there.
         self.output.forward_residual_into(x, inner, attended);
+        laps.lap(Stage::FfnOut);
         self.output_norm.apply(x, store, config.layer_norm_eps);
+        laps.lap(Stage::OutputNorm);
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dtype;
 pub mod encoder;
 pub mod layer;
+pub mod stages;
 pub mod weights;
 
 pub use batch::{BatchError, PackedBatch};
@@ -16,4 +17,5 @@ pub use config::{ConfigError, EncoderConfig, Family};
 pub use dtype::ComputeDtype;
 pub use encoder::{Encoder, EncoderError};
 pub use layer::EncoderLayer;
+pub use stages::{Stage, StageTimes};
 pub use weights::{F32Weight, MappedTable, WeightDtype, WeightError, WeightStore};

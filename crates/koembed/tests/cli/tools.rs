@@ -201,3 +201,52 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn bench_stages_prints_every_stage() {
+    let model = path_arg(&common::built_model("e5-small"));
+    let args = [
+        "bench", "-m", &model, "-w", "W1", "--calls", "2", "--stages",
+    ];
+    let text = koembed(&args, b"").ok().stdout_text();
+    assert!(text.contains("encoder stages over 2 more calls"), "{text}");
+    for stage in [
+        "embeddings",
+        "qkv projection",
+        "attention ",
+        "attention output + residual",
+        "attention layernorm",
+        "ffn in + gelu",
+        "ffn out + residual",
+        "output layernorm",
+        "encoder ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(stage)),
+            "no {stage:?} row in\n{text}"
+        );
+    }
+
+    let run = koembed(&[&args[..], &["--json"]].concat(), b"").ok();
+    let v: serde_json::Value =
+        serde_json::from_str(run.stdout_text().trim()).expect("one JSON line");
+    let stages = v["stages"].as_array().expect("a stages array");
+    assert_eq!(stages.len(), 8, "{v}");
+    for s in stages {
+        let matmul = !matches!(
+            s["stage"].as_str().unwrap(),
+            "embeddings" | "attention layernorm" | "output layernorm"
+        );
+        assert!(s["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{s}");
+        assert_eq!(s["gflop_s"].as_f64().is_some(), matmul, "{s}");
+    }
+
+    let dir = temp_dir("bench-stages");
+    let corpus = dir.join("texts.txt");
+    std::fs::write(&corpus, "a text\n").unwrap();
+    koembed(
+        &["bench", "-m", &model, "-w", &path_arg(&corpus), "--stages"],
+        b"",
+    )
+    .fails_with("--stages times the encoder on W1, W2 or W3 only");
+}
