@@ -403,3 +403,35 @@ fn half_panels_are_exact_on_integers_and_half_the_size() {
         }
     }
 }
+
+#[test]
+fn k_block_boundaries_are_exact() {
+    // Each kernel's K block (AVX-512 128, AVX2 and portable 256) and the largest K run as one
+    // block (AVX2 384), and one past each: a K block dropped or read twice changes the sums.
+    let mut rng = Rng::new(15);
+    for kernel in GemmKernel::supported() {
+        for k in [127, 128, 129, 255, 256, 257, 383, 384, 385, 769] {
+            let (m, n) = (17, 33);
+            let x = rng.int_vec(m * k, 4);
+            let w = rng.int_vec(n * k, 4);
+            let b = rng.int_vec(n, 100);
+            let want: Vec<f32> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    let dot: i64 = (0..k)
+                        .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
+                        .sum();
+                    dot as f32 + b[j]
+                })
+                .collect();
+            let got = packed_call(
+                kernel,
+                &t(x, &[m, k]),
+                &t(w, &[n, k]),
+                &t(b, &[n]),
+                Epilogue::None,
+            );
+            assert_eq!(bits(got.as_slice()), bits(&want), "{kernel:?} k={k}");
+        }
+    }
+}

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! # Structure (BLIS-style)
-//! - [`PackedMatrix`] holds `w` transposed into the layout of one micro-kernel: K blocks of KC,
-//!   each split into panels of NR output columns (zero-padded), each panel k-major
+//! - [`PackedMatrix`] holds `w` transposed into the layout of one micro-kernel: K blocks of KC
+//!   (one block when K is at most the kernel's `KC_WHOLE`: 384 on AVX2, so that each output
+//!   tile of e5-small's K = 384 products is stored once, not stored and re-read), each split into panels of NR output columns (zero-padded), each panel k-major
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
 //! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
 //!   rows (measured faster than packing on this project's shapes). A last, partial panel of
@@ -92,18 +93,18 @@ impl GemmKernel {
             .collect()
     }
 
-    /// (MR, NR, KC) of the kernel: the packed layout.
-    fn shape(self) -> (usize, usize, usize) {
-        fn of<K: MicroKernel>() -> (usize, usize, usize) {
-            (K::MR, K::NR, K::KC)
+    /// (MR, NR, K block) of the kernel for a K: the packed layout.
+    fn shape(self, k: usize) -> (usize, usize, usize) {
+        fn of<K: MicroKernel>(k: usize) -> (usize, usize, usize) {
+            (K::MR, K::NR, K::k_block(k))
         }
         match self {
             #[cfg(target_arch = "x86_64")]
-            GemmKernel::Avx512 => of::<Avx512Kernel>(),
+            GemmKernel::Avx512 => of::<Avx512Kernel>(k),
             #[cfg(target_arch = "x86_64")]
-            GemmKernel::Avx2 => of::<Avx2Kernel>(),
+            GemmKernel::Avx2 => of::<Avx2Kernel>(k),
             #[allow(unreachable_patterns)]
-            _ => of::<PortableKernel>(),
+            _ => of::<PortableKernel>(k),
         }
     }
 }
@@ -209,7 +210,7 @@ impl PackedMatrix {
         col_stride: usize,
         kernel: GemmKernel,
     ) -> PackedMatrix {
-        let (_, nr, kc) = kernel.shape();
+        let (_, nr, kc) = kernel.shape(k);
         let n_pad = n.div_ceil(nr) * nr;
         let len = n_pad * k;
         let (buf, start) = aligned_zeros((len * std::mem::size_of::<E>()).div_ceil(4));
@@ -576,7 +577,7 @@ impl Call<'_> {
         let (m, n, k) = (self.m, self.n, self.k);
         assert_eq!(out.len(), m * n, "matmul_packed_bias: out length");
         assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
-        assert_eq!(self.w.kc, Kr::KC, "packed for another kernel");
+        assert_eq!(self.w.kc, Kr::k_block(self.k), "packed for another kernel");
         if m == 0 || n == 0 {
             return;
         }
@@ -634,7 +635,7 @@ impl Call<'_> {
     /// `out` points to M rows of N f32 at row stride `ldc` that nothing else accesses.
     unsafe fn serial<Kr: MicroKernel, E: PanelElem>(&self, kr: Kr, out: OutPtr, ldc: usize) {
         assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
-        assert_eq!(self.w.kc, Kr::KC, "packed for another kernel");
+        assert_eq!(self.w.kc, Kr::k_block(self.k), "packed for another kernel");
         if self.m == 0 || self.n == 0 {
             return;
         }
@@ -674,7 +675,7 @@ impl Call<'_> {
         let a_panels = rows.len().div_ceil(mr);
         let mut k0 = 0;
         loop {
-            let kcb = Kr::KC.min(k - k0);
+            let kcb = self.w.kc.min(k - k0);
             let first = k0 == 0;
             let last = k0 + kcb == k;
             for jp in panels.clone() {
@@ -692,7 +693,7 @@ impl Call<'_> {
                     if jp + 1 < panels.end {
                         self.w.panel::<E>(k0, kcb, jp + 1).as_ptr() as *const u8
                     } else if !last {
-                        let next_kcb = Kr::KC.min(k - k0 - kcb);
+                        let next_kcb = self.w.kc.min(k - k0 - kcb);
                         self.w.panel::<E>(k0 + kcb, next_kcb, panels.start).as_ptr() as *const u8
                     } else {
                         std::ptr::null()

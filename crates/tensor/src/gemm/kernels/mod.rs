@@ -137,6 +137,20 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// K block: the B micro-panel (KC x NR) is reused from L1 by every A micro-panel of an M
     /// block, so KC·NR·4 bytes should take about half of the 32 KB L1d.
     const KC: usize;
+    /// A K up to this runs as one block instead of blocks of KC: each output tile is then
+    /// stored once instead of stored and re-read per K block (the C block of a task does not
+    /// stay in L2 between K blocks), at the price of a larger B panel in L1.
+    const KC_WHOLE: usize;
+
+    /// The K block for a product over `k`: all of it up to [`KC_WHOLE`](Self::KC_WHOLE), else
+    /// [`KC`](Self::KC).
+    fn k_block(k: usize) -> usize {
+        if (1..=Self::KC_WHOLE).contains(&k) {
+            k
+        } else {
+            Self::KC
+        }
+    }
     /// M block: the packed A block (MC x KC) stays in L2 while all B panels of a task stream
     /// past it; MC·KC·4 bytes is kept well under the 1 MB L2 (B panels and C share it).
     const MC: usize;

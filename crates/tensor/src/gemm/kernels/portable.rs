@@ -21,6 +21,7 @@ impl MicroKernel for PortableKernel {
     const MR: usize = MR;
     const NR: usize = NR;
     const KC: usize = 256; // B micro-panel 8 KB
+    const KC_WHOLE: usize = 256;
     const MC: usize = 64; // A block 64 KB
 
     unsafe fn tile<E: PanelElem>(
