@@ -25,8 +25,10 @@
 //!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
 //!   (measured on e5-small W1: 4-6% off the median query, alternating runs), when few tiles
 //!   share a panel: see [`tile_prefetch`].
-//! - Tasks run on rayon: whole M blocks when M is large, and the N panels split into chunks so
-//!   both cores work even at M = 16. K is never split between threads.
+//! - Tasks run on rayon: whole M blocks when M is large (of 48 rows when all of B fits in 4 MB,
+//!   see [`SMALL_B_BYTES`]; else the kernel's MC), and the N panels split into chunks so both
+//!   cores work even at M = 16. K is never split between threads. (The single-threaded path,
+//!   attention's per-head products, keeps the kernel's MC.)
 //!
 //! # Determinism and numerics
 //! See the `gemm::kernels` module: each output element is one accumulation chain over K in
@@ -52,6 +54,14 @@ use crate::tensor::{TensorView, TensorViewMut};
 const PAR_MIN_FMAS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
+/// A B of at most this many bytes stays in L3 while the M blocks take turns with it, so the
+/// M block can shrink to [`SMALL_B_M_BLOCK`] rows: in-process A/B over e5-small W2's four GEMMs
+/// (B of 0.6-2.4 MB, M = 8192, 4 runs) 48 rows took 0.955-0.969x the time of 144, and 36-96
+/// rows 0.96-0.98x; at M = 128 the same. KoE5's (16 MB) took 1.01-1.06x: there every M block
+/// streams B from memory again, and the kernel's own M block stays.
+const SMALL_B_BYTES: usize = 4 << 20;
+/// The M block for a small B (a multiple of every kernel's MR: 4, 6, 8).
+const SMALL_B_M_BLOCK: usize = 48;
 /// How far ahead of its reads the first tile over a B panel prefetches it.
 const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 
@@ -587,7 +597,12 @@ impl Call<'_> {
         }
         let n_panels = self.w.n_pad / Kr::NR;
         let bias = self.padded_bias();
-        let m_blocks = m.div_ceil(Kr::MC);
+        let mc = if self.w.memory_bytes() <= SMALL_B_BYTES {
+            SMALL_B_M_BLOCK
+        } else {
+            Kr::MC
+        };
+        let m_blocks = m.div_ceil(mc);
         let threads = if m * n * k.max(1) < PAR_MIN_FMAS {
             1
         } else {
@@ -600,7 +615,7 @@ impl Call<'_> {
         let out_ptr = OutPtr(out.as_mut_ptr());
         let task = |t: usize| {
             let (mb, nc) = (t / n_chunks, t % n_chunks);
-            let rows = mb * Kr::MC..((mb + 1) * Kr::MC).min(m);
+            let rows = mb * mc..((mb + 1) * mc).min(m);
             let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
             // SAFETY: task t alone writes rows `rows` x columns of `panels` (clamped to N); see
             // `OutPtr`. `out` outlives the tasks.
