@@ -8,7 +8,8 @@
 //! # Structure (BLIS-style)
 //! - [`PackedMatrix`] holds `w` transposed into the layout of one micro-kernel: K blocks of KC
 //!   (one block when K is at most the kernel's `KC_WHOLE`: 384 on AVX2, so that each output
-//!   tile of e5-small's K = 384 products is stored once, not stored and re-read), each split into panels of NR output columns (zero-padded), each panel k-major
+//!   tile of e5-small's K = 384 products is stored once, not stored and re-read), each split
+//!   into panels of NR output columns (zero-padded), each panel k-major
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
 //! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
 //!   rows (measured faster than packing on this project's shapes). A last, partial panel of
@@ -57,7 +58,7 @@ const TASKS_PER_THREAD: usize = 4;
 /// A B of at most this many bytes stays in L3 while the M blocks take turns with it, so the
 /// M block can shrink to [`SMALL_B_M_BLOCK`] rows: in-process A/B over e5-small W2's four GEMMs
 /// (B of 0.6-2.4 MB, M = 8192, 4 runs) 48 rows took 0.955-0.969x the time of 144, and 36-96
-/// rows 0.96-0.98x; at M = 128 the same. KoE5's (16 MB) took 1.01-1.06x: there every M block
+/// rows 0.96-0.98x; at M = 128 no change (0.997x). KoE5's (16 MB) took 1.01-1.06x: there every M block
 /// streams B from memory again, and the kernel's own M block stays.
 const SMALL_B_BYTES: usize = 4 << 20;
 /// The M block for a small B (a multiple of every kernel's MR: 4, 6, 8).
