@@ -237,13 +237,14 @@ impl Encoder {
         let mut x = self.embed(batch);
         states.push(x.clone());
         let mut scratch = LayerScratch::new(batch, &self.config);
+        let mut untimed = Laps::new(None);
         for layer in &self.layers {
             layer.forward(
                 &mut x,
                 &mut scratch,
                 &self.store,
                 &self.config,
-                &mut Laps::new(None),
+                &mut untimed,
             );
             states.push(x.clone());
         }
