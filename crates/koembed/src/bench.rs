@@ -26,7 +26,8 @@ pub const EXAMPLES: &str = "Examples:\n  \
     peer benchmarks; XLM-R vocabulary models only), through encoder, pooling and normalize. FILE = a text corpus (lines or .jsonl), embedded with the passage \
     prompt, tokenization included.\n\
     --json prints one line: {\"peer\", \"model\", \"workload\", \"threads\", \"dtype\", \"tokens\", \"n\", \"ms\", \
-    \"ms_min\", \"tok_s\", \"peak_rss_mb\"}, ms being the median per call.";
+    \"ms_min\", \"tok_s\", \"peak_rss_mb\", \"load_ms\"}, ms being the median per call and load_ms \
+    the time to load the model (map, convert or quantize, pack; tokenizer included).";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -126,7 +127,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             args.workload
         );
     }
+    let load_start = Instant::now();
     let embedder = model::load(&args.model, ctx)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let model_name = model_label(&args.model.model);
     let min_time = Duration::from_secs_f64(args.seconds);
     let calls = args.calls.map(|n| n as usize);
@@ -206,6 +209,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "ms_min": round(timings.min().as_secs_f64() * 1e3, 3),
             "tok_s": round(tok_s, 1),
             "peak_rss_mb": round(rss, 1),
+            "load_ms": round(load_ms, 1),
         });
         if let Some((times, flops)) = &stages {
             line["stages"] = stages_json(times, flops);
@@ -214,7 +218,8 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     } else {
         format!(
             "{model_name} ({}), {label}, {} threads\n\
-             {} calls: median {:.2} ms (min {:.2} ms), {tok_s:.0} tokens/s, peak RSS {rss:.1} MB\n",
+             loaded in {load_ms:.0} ms; {} calls: median {:.2} ms (min {:.2} ms), {tok_s:.0} tokens/s, \
+             peak RSS {rss:.1} MB\n",
             args.model.dtype,
             ctx.threads,
             timings.calls.len(),

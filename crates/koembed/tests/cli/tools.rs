@@ -61,7 +61,7 @@ fn bench_w1_prints_the_peer_keys() {
     .ok();
     let v: serde_json::Value =
         serde_json::from_str(run.stdout_text().trim()).expect("one JSON line");
-    for key in ["tok_s", "ms", "peak_rss_mb"] {
+    for key in ["tok_s", "ms", "peak_rss_mb", "load_ms"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
     assert_eq!(v["tokens"], 16);

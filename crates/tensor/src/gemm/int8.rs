@@ -63,6 +63,7 @@ use super::kernels::int8_portable::PortableInt8Kernel;
 use super::kernels::int8_x86::Avx2Int8Kernel;
 use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
+use super::panel_memory::PanelMemory;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -252,9 +253,8 @@ pub struct QuantizedMatrix {
     k_pad: usize,
     /// N rounded up to NR.
     n_pad: usize,
-    buf: Vec<i8>,
-    /// Index in `buf` where the 64-byte aligned data starts.
-    start: usize,
+    /// The panels: `n_pad · k_pad` int8 values.
+    panels: PanelMemory,
     /// `scale_w[j]` for j < n_pad (0 past N).
     scales: Vec<f32>,
 }
@@ -295,27 +295,63 @@ impl QuantizedMatrix {
             });
         }
         let data = w.as_slice();
-        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
-            return Err(TensorError::InvalidArgument {
-                op: OP,
-                message: format!("w[{}, {}] = {} is not finite", at / k, at % k, data[at]),
-            });
-        }
         let k_pad = k.next_multiple_of(4);
         let n_pad = n.next_multiple_of(NR);
         let len = n_pad * k_pad;
-        let mut buf = vec![0i8; len + 63];
-        let start = buf.as_ptr().align_offset(64).min(63);
+        let mut panels = PanelMemory::zeroed(len);
         let mut scales = vec![0.0f32; n_pad];
-        let mut q_row = vec![0i8; k];
-        let packed = &mut buf[start..start + len];
-        for (j, scale) in scales[..n].iter_mut().enumerate() {
-            *scale = quantize_row(&data[j * k..(j + 1) * k], &mut q_row);
-            // Column j is column j % NR of panel j / NR; k quad p of it at p·4·NR + (j % NR)·4.
-            let panel = &mut packed[(j / NR) * k_pad * NR..][..k_pad * NR];
-            for (p, quad) in q_row.chunks(4).enumerate() {
-                panel[p * 4 * NR + (j % NR) * 4..][..quad.len()].copy_from_slice(quad);
-            }
+        let packed = panels.as_mut_slice::<i8>(len);
+        // Panel jp holds columns jp·NR..: column c of it, k quad p at p·4·NR + c·4.
+        // The panel's NR rows are quantized first, then interleaved quad by quad, so that the
+        // panel is written front to back (row by row, each row's quads land 64 bytes apart).
+        let quantize_panel =
+            |rows: &mut Vec<i8>, (jp, (panel, scales)): (usize, (&mut [i8], &mut [f32]))| {
+                // Rows past n, and each row's tail past k, stay 0, as the padding must.
+                rows.clear();
+                rows.resize(NR * k_pad, 0);
+                for ((c, scale), q) in scales
+                    .iter_mut()
+                    .enumerate()
+                    .zip(rows.chunks_exact_mut(k_pad.max(1)))
+                {
+                    let j = jp * NR + c;
+                    if j >= n {
+                        break;
+                    }
+                    *scale = quantize_row(&data[j * k..(j + 1) * k], q);
+                }
+                for (p, quads) in panel.chunks_exact_mut(4 * NR).enumerate() {
+                    for (c, quad) in quads.chunks_exact_mut(4).enumerate() {
+                        // A 4-byte move: the slice lengths are constants.
+                        quad.copy_from_slice(&rows[c * k_pad + 4 * p..][..4]);
+                    }
+                }
+            };
+        // A KoE5 layer's weights are 12 M values: every pool thread quantizes panels. (K = 0:
+        // no panels, and every scale stays 0.)
+        if n * k >= PAR_MIN_QUANTIZE {
+            packed
+                .par_chunks_exact_mut((k_pad * NR).max(1))
+                .zip(scales.par_chunks_exact_mut(NR))
+                .enumerate()
+                .for_each_init(Vec::new, quantize_panel);
+        } else {
+            let mut q_row = Vec::new();
+            packed
+                .chunks_exact_mut((k_pad * NR).max(1))
+                .zip(scales.chunks_exact_mut(NR))
+                .enumerate()
+                .for_each(|panel| quantize_panel(&mut q_row, panel));
+        }
+        // A row holding a NaN or an infinity has a non-finite scale: the first such row holds
+        // the first bad weight.
+        if let Some(j) = scales[..n].iter().position(|s| !s.is_finite()) {
+            let row = &data[j * k..(j + 1) * k];
+            let c = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                message: format!("w[{j}, {c}] = {} is not finite", row[c]),
+            });
         }
         Ok(QuantizedMatrix {
             kernel,
@@ -323,8 +359,7 @@ impl QuantizedMatrix {
             k,
             k_pad,
             n_pad,
-            buf,
-            start,
+            panels,
             scales,
         })
     }
@@ -346,12 +381,13 @@ impl QuantizedMatrix {
 
     /// Bytes held: the int8 panels (padding included) and the f32 scales.
     pub fn memory_bytes(&self) -> usize {
-        self.buf.len() + self.scales.len() * std::mem::size_of::<f32>()
+        self.panels.len() + self.scales.len() * std::mem::size_of::<f32>()
     }
 
     /// Panel `jp`: columns `jp·NR ..`, `k_pad · NR` bytes.
     fn panel(&self, jp: usize) -> &[i8] {
-        &self.buf[self.start + jp * self.k_pad * NR..][..self.k_pad * NR]
+        &self.panels.as_slice::<i8>(self.n_pad * self.k_pad)[jp * self.k_pad * NR..]
+            [..self.k_pad * NR]
     }
 }
 

@@ -22,6 +22,7 @@ pub mod int8;
 mod kernels;
 pub mod naive;
 pub mod packed;
+mod panel_memory;
 
 use crate::error::{expect_2d, expect_shape, Result};
 use crate::tensor::{TensorView, TensorViewMut};

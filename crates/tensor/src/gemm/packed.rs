@@ -47,6 +47,7 @@ use super::kernels::portable::PortableKernel;
 use super::kernels::x86::{Avx2Kernel, Avx512Kernel};
 pub use super::kernels::PanelFormat;
 use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
+use super::panel_memory::PanelMemory;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -144,10 +145,8 @@ pub struct PackedMatrix {
     n_pad: usize,
     nr: usize,
     kc: usize,
-    /// The panels, in `format`: f32 words holding `K · n_pad` values of the format's type.
-    buf: Vec<f32>,
-    /// Index in `buf` where the 64-byte aligned data starts.
-    start: usize,
+    /// The panels: `K · n_pad` values of the format's type.
+    panels: PanelMemory,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -224,7 +223,7 @@ impl PackedMatrix {
         let (_, nr, kc) = kernel.shape(k);
         let n_pad = n.div_ceil(nr) * nr;
         let len = n_pad * k;
-        let (buf, start) = aligned_zeros((len * std::mem::size_of::<E>()).div_ceil(4));
+        let panels = PanelMemory::zeroed(len * std::mem::size_of::<E>());
         let mut matrix = PackedMatrix {
             kernel,
             format: E::FORMAT,
@@ -233,8 +232,7 @@ impl PackedMatrix {
             n_pad,
             nr,
             kc,
-            buf,
-            start,
+            panels,
         };
         let packed = matrix.data_mut::<E>();
         // K block at k0 of length kcb starts at k0·n_pad; its panel jp at + jp·kcb·NR.
@@ -242,44 +240,41 @@ impl PackedMatrix {
         while k0 < k {
             let kcb = kc.min(k - k0);
             let block = &mut packed[k0 * n_pad..(k0 + kcb) * n_pad];
-            for (jp, panel) in block.chunks_exact_mut(kcb * nr).enumerate() {
-                let cols = nr.min(n - jp * nr);
-                if col_stride == 1 {
-                    // Rows of w are contiguous along k: a transpose, 8 k steps at a time so
-                    // that reads stay sequential and writes stay within a few cache lines.
-                    let rows: Vec<&[f32]> = (0..cols)
-                        .map(|j| &data[(jp * nr + j) * row_stride + k0..][..kcb])
-                        .collect();
-                    let mut p0 = 0;
-                    while p0 < kcb {
-                        let steps = 8.min(kcb - p0);
-                        for (j, row) in rows.iter().enumerate() {
-                            for (q, &v) in row[p0..p0 + steps].iter().enumerate() {
-                                panel[(p0 + q) * nr + j] = E::from_f32(v);
-                            }
-                        }
-                        p0 += steps;
-                    }
-                } else if row_stride == 1 {
-                    // [K, N] read transposed: each k step is a contiguous run of N values.
-                    for p in 0..kcb {
-                        let base = (k0 + p) * col_stride + jp * nr;
-                        // A zip, not copy_from_slice: a 16-float run is not worth a memcpy call.
-                        for (d, &v) in panel[p * nr..p * nr + cols]
-                            .iter_mut()
-                            .zip(&data[base..base + cols])
-                        {
-                            *d = E::from_f32(v);
-                        }
-                    }
-                } else {
-                    for p in 0..kcb {
-                        let base = (k0 + p) * col_stride + jp * nr * row_stride;
-                        for (j, dst) in panel[p * nr..p * nr + cols].iter_mut().enumerate() {
-                            *dst = E::from_f32(data[base + j * row_stride]);
-                        }
+            // An f32 panel is written in place; a half one is gathered in f32 and converted at
+            // once (a vector conversion for f16).
+            let pack_panel = |scratch: &mut Vec<f32>, (jp, panel): (usize, &mut [E])| {
+                let source = PanelSource {
+                    nr,
+                    cols: nr.min(n - jp * nr),
+                    k0,
+                    kcb,
+                    n0: jp * nr,
+                    row_stride,
+                    col_stride,
+                };
+                match E::as_f32_mut(panel) {
+                    Some(panel) => gather_panel(panel, data, source),
+                    None => {
+                        scratch.clear();
+                        scratch.resize(kcb * nr, 0.0);
+                        gather_panel(scratch, data, source);
+                        E::from_f32_slice(panel, scratch);
                     }
                 }
+            };
+            // Weights at load are packed on every pool thread (a KoE5 layer is 50 MB); the
+            // K and V blocks that attention packs per head, on the caller's.
+            if n_pad * kcb >= PAR_PACK_MIN {
+                block
+                    .par_chunks_exact_mut(kcb * nr)
+                    .enumerate()
+                    .for_each_init(Vec::new, pack_panel);
+            } else {
+                let mut scratch = Vec::new();
+                block
+                    .chunks_exact_mut(kcb * nr)
+                    .enumerate()
+                    .for_each(|panel| pack_panel(&mut scratch, panel));
             }
             k0 += kcb;
         }
@@ -308,30 +303,19 @@ impl PackedMatrix {
 
     /// Bytes held (padding included).
     pub fn memory_bytes(&self) -> usize {
-        self.buf.len() * std::mem::size_of::<f32>()
+        self.panels.len()
     }
 
     /// The packed data: `K · n_pad` values of `E`.
     fn data<E: PanelElem>(&self) -> &[E] {
         assert_eq!(E::FORMAT, self.format, "panels read in another format");
-        let len = self.k * self.n_pad;
-        let words = &self.buf[self.start..];
-        assert!(words.len() * 4 >= len * std::mem::size_of::<E>());
-        // SAFETY: `words` is initialised memory of at least len·size_of::<E>() bytes (asserted),
-        // aligned to 4 >= align_of::<E>() (f32, f16 and bf16 are 4- or 2-aligned), and every bit
-        // pattern is a valid f32 / f16 / bf16 (plain bits, no invalid values). The borrow of
-        // `self.buf` covers the returned slice's lifetime.
-        unsafe { std::slice::from_raw_parts(words.as_ptr() as *const E, len) }
+        self.panels.as_slice(self.k * self.n_pad)
     }
 
     /// [`Self::data`], writable (used only while packing).
     fn data_mut<E: PanelElem>(&mut self) -> &mut [E] {
         assert_eq!(E::FORMAT, self.format, "panels written in another format");
-        let len = self.k * self.n_pad;
-        let words = &mut self.buf[self.start..];
-        assert!(words.len() * 4 >= len * std::mem::size_of::<E>());
-        // SAFETY: as in `data`; the exclusive borrow of `self.buf` makes the slice unique.
-        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut E, len) }
+        self.panels.as_mut_slice(self.k * self.n_pad)
     }
 
     /// Panel `jp` of the K block starting at `k0` with length `kcb`: `kcb · NR` values.
@@ -377,11 +361,67 @@ pub(crate) fn round_to_bf16(v: f32) -> f32 {
     })
 }
 
-/// A zero-filled buffer with `len` f32 starting at a 64-byte boundary: (buffer, start index).
-fn aligned_zeros(len: usize) -> (Vec<f32>, usize) {
-    let buf = vec![0.0f32; len + 15];
-    let start = buf.as_ptr().align_offset(64).min(15);
-    (buf, start)
+/// Values packed per K block and panel on the caller's thread below this (f32 count).
+const PAR_PACK_MIN: usize = 1 << 18;
+
+/// Where one panel's values are in the source of [`PackedMatrix::pack_strided`]: columns
+/// `n0..n0 + cols` (of `nr`) and K steps `k0..k0 + kcb`.
+struct PanelSource {
+    nr: usize,
+    cols: usize,
+    k0: usize,
+    kcb: usize,
+    n0: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// Writes one panel (`kcb x nr`, K step major) from `data`; columns past `cols` are left as
+/// they are (zero).
+fn gather_panel(panel: &mut [f32], data: &[f32], src: PanelSource) {
+    let PanelSource {
+        nr,
+        cols,
+        k0,
+        kcb,
+        n0,
+        row_stride,
+        col_stride,
+    } = src;
+    if col_stride == 1 {
+        // Rows of w are contiguous along k: a transpose, 8 k steps at a time so that reads
+        // stay sequential and writes stay within a few cache lines.
+        let mut p0 = 0;
+        while p0 < kcb {
+            let steps = 8.min(kcb - p0);
+            for j in 0..cols {
+                let row = &data[(n0 + j) * row_stride + k0 + p0..][..steps];
+                for (q, &v) in row.iter().enumerate() {
+                    panel[(p0 + q) * nr + j] = v;
+                }
+            }
+            p0 += steps;
+        }
+    } else if row_stride == 1 {
+        // [K, N] read transposed: each k step is a contiguous run of N values.
+        for p in 0..kcb {
+            let base = (k0 + p) * col_stride + n0;
+            // A zip, not copy_from_slice: a 16-float run is not worth a memcpy call.
+            for (d, &v) in panel[p * nr..p * nr + cols]
+                .iter_mut()
+                .zip(&data[base..base + cols])
+            {
+                *d = v;
+            }
+        }
+    } else {
+        for p in 0..kcb {
+            let base = (k0 + p) * col_stride + n0 * row_stride;
+            for (j, dst) in panel[p * nr..p * nr + cols].iter_mut().enumerate() {
+                *dst = data[base + j * row_stride];
+            }
+        }
+    }
 }
 
 /// `out[M,N] = epilogue(x[M,K] · wᵀ + bias[N])` with `w` packed by [`PackedMatrix::pack_b`].

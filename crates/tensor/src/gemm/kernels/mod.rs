@@ -19,6 +19,8 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
+use super::panel_memory::Plain;
+
 /// The number format of packed B panels. The kernels widen each loaded value to f32 before
 /// the FMA, so the half formats change what is stored (half the bytes to stream from memory),
 /// not how the product is accumulated.
@@ -54,11 +56,22 @@ impl PanelFormat {
 ///
 /// `half::f16` and `half::bf16` are `#[repr(transparent)]` over the u16 bit pattern, so a panel
 /// of them is the bytes a SIMD load widens.
-pub(crate) trait PanelElem: Copy + Send + Sync + Default + 'static {
+pub(crate) trait PanelElem: Plain + Send + Sync + Default + 'static {
     const FORMAT: PanelFormat;
     fn to_f32(self) -> f32;
     /// Rounds to nearest, ties to even (the conversion `torch.Tensor.to` does).
     fn from_f32(v: f32) -> Self;
+    /// The panel itself when it is f32 already (packing then writes it in place).
+    fn as_f32_mut(panel: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = panel;
+        None
+    }
+    /// [`Self::from_f32`] over a slice (`dst.len() == src.len()`).
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(v);
+        }
+    }
 }
 
 impl PanelElem for f32 {
@@ -69,6 +82,9 @@ impl PanelElem for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    fn as_f32_mut(panel: &mut [Self]) -> Option<&mut [f32]> {
+        Some(panel)
+    }
 }
 
 impl PanelElem for half::f16 {
@@ -78,6 +94,12 @@ impl PanelElem for half::f16 {
     }
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v)
+    }
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        // Eight at a time with F16C where the CPU has it (the same rounding): one by one, the
+        // conversion is a call per value.
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src);
     }
 }
 
