@@ -89,6 +89,41 @@ fn one_and_two_threads_give_the_same_vectors() {
     assert!(max_diff <= 1e-6, "1 vs 2 threads differ by {max_diff:e}");
 }
 
+/// A layer runs on groups of whole sequences of about 2,048 tokens: a batch of several groups
+/// gives every sequence the bits it gets alone.
+#[test]
+fn a_batch_of_several_sequence_groups_equals_each_sequence_alone() {
+    use koembed_xlmr::PackedBatch;
+    let embedder = Embedder::load(&common::built_model("e5-small")).unwrap();
+    let encoder = embedder.encoder();
+    // 23 sequences of 100 to 499 tokens: 6,887 tokens, at least four groups.
+    let sequences: Vec<Vec<u32>> = (0..23usize)
+        .map(|s| {
+            let len = 100 + (s * 173) % 400;
+            (0..len)
+                .map(|i| 5 + ((s * 7919 + i * 997) % 200_000) as u32)
+                .collect()
+        })
+        .collect();
+    let batch = PackedBatch::new(encoder.config(), &sequences).unwrap();
+    let all = encoder.forward(&batch);
+    let bits = |v: &[f32]| -> Vec<u32> { v.iter().map(|x| x.to_bits()).collect() };
+    let h = encoder.config().hidden_size;
+    let mut row = 0;
+    for (s, seq) in sequences.iter().enumerate() {
+        let alone = encoder.forward(&PackedBatch::new(encoder.config(), &[seq]).unwrap());
+        let in_batch = &all.as_slice()[row * h..(row + seq.len()) * h];
+        assert!(
+            bits(alone.as_slice()) == bits(in_batch),
+            "sequence {s} ({} tokens, from row {row}) differs in the batch",
+            seq.len()
+        );
+        row += seq.len();
+    }
+    assert_eq!(row, all.rows());
+    assert!(row > 3 * 2048, "{row} tokens: fewer than four groups");
+}
+
 #[test]
 fn timing_the_stages_changes_no_bit_and_times_every_stage() {
     use koembed_xlmr::{PackedBatch, Stage, StageTimes};

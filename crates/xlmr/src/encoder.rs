@@ -211,7 +211,7 @@ impl Encoder {
     }
 
     /// [`forward`](Self::forward), adding the wall time of each [`Stage`] to `times` (the same
-    /// bits: only clock reads are added, about 100 of them per pass).
+    /// bits: only clock reads are added, 8 per layer and group of sequences).
     pub fn forward_timed(&self, batch: &PackedBatch, times: &mut StageTimes) -> Tensor {
         on_worker(|| self.forward_here(batch, Laps::new(Some(times))))
     }
@@ -271,7 +271,7 @@ impl Encoder {
         }
         self.embeddings
             .layer_norm
-            .apply(&mut x, &self.store, self.config.layer_norm_eps);
+            .apply(x.view_mut(), &self.store, self.config.layer_norm_eps);
         x
     }
 }

@@ -5,7 +5,7 @@ use koembed_tensor as ops;
 use koembed_tensor::{
     matmul_packed_bias, matmul_packed_bias_residual, matmul_quantized_bias,
     matmul_quantized_bias_residual, Epilogue, GemmKernel, PackedMatrix, PanelFormat,
-    QuantizedMatrix, Tensor, TensorView,
+    QuantizedMatrix, Tensor, TensorView, TensorViewMut,
 };
 
 use crate::batch::PackedBatch;
@@ -108,46 +108,58 @@ impl Linear {
     }
 
     /// out[M, out_features] = epilogue(x · Wᵀ + b), into a buffer of that shape.
-    pub fn forward_into(&self, out: &mut Tensor, x: &Tensor, epilogue: Epilogue) {
+    pub fn forward_into(&self, out: TensorViewMut<'_>, x: TensorView<'_>, epilogue: Epilogue) {
         match &self.weight {
-            LinearWeight::Float(w) => {
-                matmul_packed_bias(out.view_mut(), x.view(), w, self.bias.view(), epilogue)
-            }
-            LinearWeight::Int8(w) => {
-                matmul_quantized_bias(out.view_mut(), x.view(), w, self.bias.view(), epilogue)
-            }
+            LinearWeight::Float(w) => matmul_packed_bias(out, x, w, self.bias.view(), epilogue),
+            LinearWeight::Int8(w) => matmul_quantized_bias(out, x, w, self.bias.view(), epilogue),
         }
         .expect("shapes checked at load");
     }
 
     /// out[M, out_features] = x · Wᵀ + b + residual: the projection and its residual
     /// connection, into a buffer of that shape.
-    pub fn forward_residual_into(&self, out: &mut Tensor, x: &Tensor, residual: &Tensor) {
+    pub fn forward_residual_into(
+        &self,
+        out: TensorViewMut<'_>,
+        x: TensorView<'_>,
+        residual: TensorView<'_>,
+    ) {
         match &self.weight {
-            LinearWeight::Float(w) => matmul_packed_bias_residual(
-                out.view_mut(),
-                x.view(),
-                w,
-                self.bias.view(),
-                residual.view(),
-            ),
-            LinearWeight::Int8(w) => matmul_quantized_bias_residual(
-                out.view_mut(),
-                x.view(),
-                w,
-                self.bias.view(),
-                residual.view(),
-            ),
+            LinearWeight::Float(w) => {
+                matmul_packed_bias_residual(out, x, w, self.bias.view(), residual)
+            }
+            LinearWeight::Int8(w) => {
+                matmul_quantized_bias_residual(out, x, w, self.bias.view(), residual)
+            }
         }
         .expect("shapes checked at load");
     }
 }
 
-/// The activations of one layer, allocated once per forward pass and reused by every layer:
-/// fresh multi-megabyte buffers per operation would cost a page fault per 4 KB each time.
-pub(crate) struct LayerScratch {
-    /// The batch's sequence row ranges (attention stays inside each).
+/// Tokens of whole sequences that a layer runs at a time. Every step of a layer but attention
+/// works row by row, and attention stays inside each sequence, so a layer can run on groups of
+/// whole sequences, one after the other, with the same bits; its activations (Q/K/V, context,
+/// attention output, FFN intermediate: 9 H floats per token when the FFN is 4 H wide) then
+/// exist for one group, not the whole batch. KoE5 on 8,192 tokens (W2) needed 302 MB of them
+/// at once, a group of 2,048 tokens needs 75 MB (e5-small: 28 MB); `embed`'s default budget
+/// of 16,384 tokens per call needed 604 MB. A longer sequence is a group of its own. Groups of
+/// 1,024 tokens made e5-small's W2 4-5% slower (in-process A/B: eight times as many parallel
+/// steps, each half as long); 2,048 and 4,096 were within the noise of the whole batch.
+const GROUP_TOKENS: usize = 2048;
+
+/// Consecutive whole sequences of a batch, run through a layer together.
+struct SequenceGroup {
+    /// The group's rows in the batch.
+    rows: std::ops::Range<usize>,
+    /// Each sequence's rows, counted from the group's first row.
     sequences: Vec<std::ops::Range<usize>>,
+}
+
+/// The activations of one group of sequences, allocated once per forward pass (for the
+/// largest group) and reused by every group and layer: fresh multi-megabyte buffers per
+/// operation would cost a page fault per 4 KB each time.
+pub(crate) struct LayerScratch {
+    groups: Vec<SequenceGroup>,
     qkv: Tensor,
     context: Tensor,
     attended: Tensor,
@@ -156,13 +168,28 @@ pub(crate) struct LayerScratch {
 
 impl LayerScratch {
     pub fn new(batch: &PackedBatch, config: &EncoderConfig) -> Self {
-        let (h, tokens) = (config.hidden_size, batch.num_tokens());
+        let mut groups: Vec<SequenceGroup> = Vec::new();
+        for seq in batch.sequences() {
+            match groups.last_mut() {
+                Some(group) if group.rows.len() + seq.len() <= GROUP_TOKENS => {
+                    let first = group.rows.start;
+                    group.sequences.push(seq.start - first..seq.end - first);
+                    group.rows.end = seq.end;
+                }
+                _ => groups.push(SequenceGroup {
+                    sequences: std::iter::once(0..seq.len()).collect(),
+                    rows: seq,
+                }),
+            }
+        }
+        let rows = groups.iter().map(|g| g.rows.len()).max().unwrap_or(0);
+        let h = config.hidden_size;
         LayerScratch {
-            sequences: batch.sequences(),
-            qkv: Tensor::zeros(&[tokens, 3 * h]),
-            context: Tensor::zeros(&[tokens, h]),
-            attended: Tensor::zeros(&[tokens, h]),
-            inner: Tensor::zeros(&[tokens, config.intermediate_size]),
+            groups,
+            qkv: Tensor::zeros(&[rows, 3 * h]),
+            context: Tensor::zeros(&[rows, h]),
+            attended: Tensor::zeros(&[rows, h]),
+            inner: Tensor::zeros(&[rows, config.intermediate_size]),
         }
     }
 }
@@ -174,11 +201,11 @@ pub(crate) struct LayerNormParams {
 
 impl LayerNormParams {
     /// x = LN(x)
-    pub fn apply(&self, x: &mut Tensor, store: &WeightStore, eps: f32) {
+    pub fn apply(&self, x: TensorViewMut<'_>, store: &WeightStore, eps: f32) {
         let n = x.cols();
         let gamma = TensorView::new(store.f32_data(&self.gamma), &[n]).expect("checked at load");
         let beta = TensorView::new(store.f32_data(&self.beta), &[n]).expect("checked at load");
-        ops::layernorm_inplace(x.view_mut(), gamma, beta, eps).expect("checked at load");
+        ops::layernorm_inplace(x, gamma, beta, eps).expect("checked at load");
     }
 }
 
@@ -241,39 +268,53 @@ impl EncoderLayer {
         laps: &mut Laps<'_>,
     ) {
         let LayerScratch {
-            sequences,
+            groups,
             qkv,
             context,
             attended,
             inner,
         } = scratch;
-        self.qkv.forward_into(qkv, x, Epilogue::None);
-        laps.lap(Stage::QkvProjection);
-        // Attention never crosses sequences: each one attends over its own rows only.
-        ops::attention_packed_qkv(
-            context.view_mut(),
-            qkv.view(),
-            sequences,
-            config.num_heads,
-            GemmKernel::detect(),
-        )
-        .expect("shapes follow the config");
-        laps.lap(Stage::Attention);
-        self.attention_output
-            .forward_residual_into(attended, context, x);
-        laps.lap(Stage::AttentionOutput);
-        self.attention_norm
-            .apply(attended, store, config.layer_norm_eps);
-        laps.lap(Stage::AttentionNorm);
+        let eps = config.layer_norm_eps;
+        for group in groups.iter() {
+            let g = group.rows.len();
+            let mut x = x.view_mut().slice_rows(group.rows.clone());
+            let mut qkv = qkv.view_mut().slice_rows(0..g);
+            let mut context = context.view_mut().slice_rows(0..g);
+            let mut attended = attended.view_mut().slice_rows(0..g);
+            let mut inner = inner.view_mut().slice_rows(0..g);
 
-        // Bias and the erf GELU are applied as the GEMM stores its tiles.
-        self.intermediate
-            .forward_into(inner, attended, Epilogue::Gelu);
-        laps.lap(Stage::FfnIn);
-        // x has been consumed (it was the residual of `attended`): the output goes there.
-        self.output.forward_residual_into(x, inner, attended);
-        laps.lap(Stage::FfnOut);
-        self.output_norm.apply(x, store, config.layer_norm_eps);
-        laps.lap(Stage::OutputNorm);
+            self.qkv
+                .forward_into(qkv.reborrow(), x.view(), Epilogue::None);
+            laps.lap(Stage::QkvProjection);
+            // Attention never crosses sequences: each one attends over its own rows only.
+            ops::attention_packed_qkv(
+                context.reborrow(),
+                qkv.view(),
+                &group.sequences,
+                config.num_heads,
+                GemmKernel::detect(),
+            )
+            .expect("shapes follow the config");
+            laps.lap(Stage::Attention);
+            self.attention_output.forward_residual_into(
+                attended.reborrow(),
+                context.view(),
+                x.view(),
+            );
+            laps.lap(Stage::AttentionOutput);
+            self.attention_norm.apply(attended.reborrow(), store, eps);
+            laps.lap(Stage::AttentionNorm);
+
+            // Bias and the erf GELU are applied as the GEMM stores its tiles.
+            self.intermediate
+                .forward_into(inner.reborrow(), attended.view(), Epilogue::Gelu);
+            laps.lap(Stage::FfnIn);
+            // x has been consumed (it was the residual of `attended`): the output goes there.
+            self.output
+                .forward_residual_into(x.reborrow(), inner.view(), attended.view());
+            laps.lap(Stage::FfnOut);
+            self.output_norm.apply(x, store, eps);
+            laps.lap(Stage::OutputNorm);
+        }
     }
 }
