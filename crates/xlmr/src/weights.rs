@@ -617,35 +617,25 @@ mod tests {
         let values: Vec<f32> = (0..n)
             .map(|i| ((i as f32) * 0.37).sin() * 100.0 / (1 + i % 7) as f32)
             .collect();
-        let cases: [(WeightDtype, Vec<u8>, Vec<f32>); 3] = [
-            (
-                WeightDtype::F32,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                values.clone(),
-            ),
-            (
-                WeightDtype::F16,
-                values
-                    .iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                    .collect(),
-                values
-                    .iter()
-                    .map(|v| half::f16::from_f32(*v).to_f32())
-                    .collect(),
-            ),
-            (
-                WeightDtype::BF16,
-                values
-                    .iter()
-                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                    .collect(),
-                values
-                    .iter()
-                    .map(|v| half::bf16::from_f32(*v).to_f32())
-                    .collect(),
-            ),
-        ];
+        // Each value as the file stores it in `dtype`, and as f32 after one-by-one conversion.
+        let encode = |dtype: WeightDtype, v: f32| -> (Vec<u8>, f32) {
+            match dtype {
+                WeightDtype::F32 => (v.to_le_bytes().to_vec(), v),
+                WeightDtype::F16 => {
+                    let h = half::f16::from_f32(v);
+                    (h.to_le_bytes().to_vec(), h.to_f32())
+                }
+                WeightDtype::BF16 => {
+                    let h = half::bf16::from_f32(v);
+                    (h.to_le_bytes().to_vec(), h.to_f32())
+                }
+            }
+        };
+        let cases = [WeightDtype::F32, WeightDtype::F16, WeightDtype::BF16].map(|dtype| {
+            let (bytes, want): (Vec<Vec<u8>>, Vec<f32>) =
+                values.iter().map(|&v| encode(dtype, v)).unzip();
+            (dtype, bytes.concat(), want)
+        });
         for (dtype, bytes, want) in cases {
             let mut shifted = vec![0u8];
             shifted.extend_from_slice(&bytes);

@@ -336,12 +336,12 @@ impl QuantizedMatrix {
                 .enumerate()
                 .for_each_init(Vec::new, quantize_panel);
         } else {
-            let mut q_row = Vec::new();
+            let mut rows = Vec::new();
             packed
                 .chunks_exact_mut((k_pad * NR).max(1))
                 .zip(scales.chunks_exact_mut(NR))
                 .enumerate()
-                .for_each(|panel| quantize_panel(&mut q_row, panel));
+                .for_each(|panel| quantize_panel(&mut rows, panel));
         }
         // A row holding a NaN or an infinity has a non-finite scale: the first such row holds
         // the first bad weight.

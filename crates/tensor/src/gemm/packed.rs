@@ -59,8 +59,8 @@ const TASKS_PER_THREAD: usize = 4;
 /// A B of at most this many bytes stays in L3 while the M blocks take turns with it, so the
 /// M block can shrink to [`SMALL_B_M_BLOCK`] rows: in-process A/B over e5-small W2's four GEMMs
 /// (B of 0.6-2.4 MB, M = 8192, 4 runs) 48 rows took 0.955-0.969x the time of 144, and 36-96
-/// rows 0.96-0.98x; at M = 128 no change (0.997x). KoE5's (16 MB) took 1.01-1.06x: there every M block
-/// streams B from memory again, and the kernel's own M block stays.
+/// rows 0.96-0.98x; at M = 128 no change (0.997x). KoE5's (16 MB) took 1.01-1.06x: there
+/// every M block streams B from memory again, and the kernel's own M block stays.
 const SMALL_B_BYTES: usize = 4 << 20;
 /// The M block for a small B (a multiple of every kernel's MR: 4, 6, 8).
 const SMALL_B_M_BLOCK: usize = 48;
