@@ -5,9 +5,11 @@
 //! - `tiny`:   regenerate the tiny random models committed under `testdata/tiny/`.
 //! - `golden`: export reference outputs with the pinned Python reference into `testdata/golden/`.
 //! - `parity`: how close koembed is to the goldens, per model and layer (a Markdown table).
+//! - `emulate`: run the AVX-512 kernels' tests on an emulated AVX-512 CPU (Bochs).
 //! - `test`:   build the models if missing, then run every test (what `.ci/run` runs).
 
 mod demo;
+mod emulate;
 mod golden;
 mod models;
 mod parity;
@@ -38,6 +40,8 @@ enum Task {
     Parity(parity::Args),
     /// Build the models if missing, then run `cargo test --workspace --release`.
     Test(test::Args),
+    /// Run the AVX-512 kernels' tests on an emulated AVX-512 CPU (Bochs, from Debian).
+    Emulate(emulate::Args),
 }
 
 fn main() {
@@ -49,6 +53,7 @@ fn main() {
         Task::Golden(args) => golden::run(args),
         Task::Parity(args) => parity::run(args),
         Task::Test(args) => test::run(args),
+        Task::Emulate(args) => emulate::run(args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the README's test command and what `.ci/run` runs.
+//! `cargo xtask test`: the README's test command and what `.ci/run` runs: the test models,
+//! `cargo test --workspace --release`, then the AVX-512 kernels' tests under emulation.
 
 use std::process::Command;
 
@@ -27,5 +28,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
-    Ok(())
+    // The AVX-512 kernels cannot run on this project's AVX2 machines: test them on an
+    // emulated CPU (see `cargo xtask emulate`).
+    crate::emulate::run(crate::emulate::Args::default())
+        .context("testing the AVX-512 kernels on an emulated CPU (cargo xtask emulate)")
 }

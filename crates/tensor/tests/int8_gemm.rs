@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bits, with_threads, Rng};
+use common::{bits, int8_kernels, with_threads, Rng};
 use koembed_tensor::gemm::int8::{naive, MAX_K};
 use koembed_tensor::{
     matmul_quantized_bias, matmul_quantized_bias_residual, Epilogue, Int8Kernel, QuantizedMatrix,
@@ -55,9 +55,11 @@ fn every_int8_kernel_is_listed() {
     println!("supported int8 kernels: {ks:?}");
     assert_eq!(ks.last(), Some(&Int8Kernel::Portable));
     assert_eq!(Int8Kernel::detect(), ks[0]);
-    if !Int8Kernel::Avx2.is_supported() {
-        let w = Tensor::zeros(&[4, 4]);
-        assert!(QuantizedMatrix::quantize_b_with_kernel(w.view(), Int8Kernel::Avx2).is_err());
+    for k in [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2] {
+        if !k.is_supported() {
+            let w = Tensor::zeros(&[4, 4]);
+            assert!(QuantizedMatrix::quantize_b_with_kernel(w.view(), k).is_err());
+        }
     }
 }
 
@@ -76,7 +78,7 @@ fn every_kernel_equals_the_naive_twin_bit_for_bit() {
             Epilogue::None
         };
         let want = naive_call(&x, &w, &b, epi);
-        for kernel in Int8Kernel::supported() {
+        for kernel in int8_kernels() {
             let got = quantized_call(kernel, &x, &w, &b, epi);
             assert_eq!(
                 bits(got.as_slice()),
@@ -110,7 +112,7 @@ fn residual_equals_the_naive_twin_bit_for_bit() {
             r.view(),
         )
         .unwrap();
-        for kernel in Int8Kernel::supported() {
+        for kernel in int8_kernels() {
             let q = QuantizedMatrix::quantize_b_with_kernel(w.view(), kernel).unwrap();
             let mut got = Tensor::full(&[m, n], f32::NAN);
             matmul_quantized_bias_residual(got.view_mut(), x.view(), &q, b.view(), r.view())
@@ -173,7 +175,7 @@ fn extreme_values_do_not_saturate() {
     let b = Tensor::zeros(&[n]);
     let want = naive_call(&x, &w, &b, Epilogue::None);
     let s = 1.0f32 / 127.0;
-    for kernel in Int8Kernel::supported() {
+    for kernel in int8_kernels() {
         let got = quantized_call(kernel, &x, &w, &b, Epilogue::None);
         assert_eq!(bits(got.as_slice()), bits(want.as_slice()), "{kernel:?}");
         for i in 0..m {
@@ -201,7 +203,7 @@ fn error_against_the_f32_product_is_within_the_quantization_bound() {
         let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
-        for kernel in Int8Kernel::supported() {
+        for kernel in int8_kernels() {
             let got = quantized_call(kernel, &x, &w, &b, Epilogue::None);
             for i in 0..m {
                 let xr = x.row(i);
@@ -252,7 +254,7 @@ fn a_row_alone_equals_the_same_row_in_a_batch() {
     let x = t(xs, &[m, k]);
     let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
     let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
-    for kernel in Int8Kernel::supported() {
+    for kernel in int8_kernels() {
         let q = QuantizedMatrix::quantize_b_with_kernel(w.view(), kernel).unwrap();
         for epi in [Epilogue::None, Epilogue::Gelu] {
             let mut full = Tensor::full(&[m, n], f32::NAN);
@@ -279,7 +281,7 @@ fn one_two_and_three_threads_give_the_same_bits() {
         let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
-        for kernel in Int8Kernel::supported() {
+        for kernel in int8_kernels() {
             let run = || bits(quantized_call(kernel, &x, &w, &b, Epilogue::Gelu).as_slice());
             let one = with_threads(1, run);
             assert_eq!(
@@ -298,7 +300,7 @@ fn one_two_and_three_threads_give_the_same_bits() {
 
 #[test]
 fn zero_rows_empty_dimensions_and_non_finite_inputs() {
-    for kernel in Int8Kernel::supported() {
+    for kernel in int8_kernels() {
         // K = 0: out = bias (after the epilogue); M = 0 and N = 0: nothing.
         let b = t(vec![1.5, -2.0], &[2]);
         let got = quantized_call(

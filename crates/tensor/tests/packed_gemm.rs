@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bits, with_threads, Rng};
+use common::{bits, gemm_kernels, with_threads, Rng};
 use koembed_tensor::testing::{assert_close, Tolerance};
 use koembed_tensor::{
     gelu_erf_f32, matmul_packed_bias, naive, Epilogue, GemmKernel, PackedMatrix, Tensor,
@@ -58,7 +58,7 @@ fn every_kernel_is_listed() {
 #[test]
 fn float_inputs_within_the_naive_error_bound() {
     let mut rng = Rng::new(11);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for (m, k, n) in shapes() {
             let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
             let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
@@ -80,7 +80,7 @@ fn float_inputs_within_the_naive_error_bound() {
 #[test]
 fn integer_inputs_are_exact() {
     let mut rng = Rng::new(12);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for (m, k, n) in shapes() {
             // |products| <= 16, sums <= 16·1025 + 100: exact in f32 in any order.
             let x = rng.int_vec(m * k, 4);
@@ -106,7 +106,7 @@ fn integer_inputs_are_exact() {
 #[test]
 fn gelu_epilogue_is_gelu_of_the_plain_result() {
     let mut rng = Rng::new(13);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for (m, k, n) in [(1, 7, 3), (17, 65, 127), (130, 384, 200), (16, 1025, 64)] {
             let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
             let w = t(rng.uniform_vec(n * k, -0.2, 0.2), &[n, k]);
@@ -130,7 +130,7 @@ fn a_row_alone_equals_the_same_row_in_a_batch() {
     let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
     let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
     let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
         for epi in [Epilogue::None, Epilogue::Gelu] {
             let mut full = Tensor::full(&[m, n], f32::NAN);
@@ -175,7 +175,7 @@ fn one_and_two_threads_give_the_same_bits() {
         let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
-        for kernel in GemmKernel::supported() {
+        for kernel in gemm_kernels() {
             let run = || bits(packed_call(kernel, &x, &w, &b, Epilogue::Gelu).as_slice());
             let one = with_threads(1, run);
             let two = with_threads(2, run);
@@ -209,7 +209,7 @@ fn simd_kernels_agree_bit_for_bit() {
 
 #[test]
 fn empty_dimensions_and_shape_errors() {
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         // K = 0: out = bias (after the epilogue).
         let x = Tensor::zeros(&[3, 0]);
         let w = Tensor::zeros(&[2, 0]);
@@ -268,7 +268,7 @@ fn empty_dimensions_and_shape_errors() {
 #[test]
 fn residual_epilogue_is_the_plain_result_plus_the_residual() {
     let mut rng = Rng::new(17);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for (m, k, n) in [
             (1, 7, 3),
             (7, 65, 17),
@@ -323,7 +323,7 @@ fn residual_epilogue_is_the_plain_result_plus_the_residual() {
 fn half_panels_equal_f32_panels_of_the_rounded_weights() {
     use koembed_tensor::{bf16, f16, PanelFormat};
     let mut rng = Rng::new(21);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for (i, (m, k, n)) in shapes().into_iter().enumerate() {
             // Every third shape keeps the test quick at opt-level 1; all sizes still appear.
             if i % 3 != 0 && m * k * n > 100_000 {
@@ -386,7 +386,7 @@ fn half_panels_are_exact_on_integers_and_half_the_size() {
         }
     }
     let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         let full = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
         for format in [PanelFormat::F16, PanelFormat::Bf16] {
             let p = PackedMatrix::pack_b_as(w.view(), kernel, format).unwrap();
@@ -409,7 +409,7 @@ fn k_block_boundaries_are_exact() {
     // Each kernel's K block (AVX-512 128, AVX2 and portable 256) and the largest K run as one
     // block (AVX2 384), and one past each: a K block dropped or read twice changes the sums.
     let mut rng = Rng::new(15);
-    for kernel in GemmKernel::supported() {
+    for kernel in gemm_kernels() {
         for k in [127, 128, 129, 255, 256, 257, 383, 384, 385, 769] {
             let (m, n) = (17, 33);
             let x = rng.int_vec(m * k, 4);

@@ -37,7 +37,7 @@
 //! ```
 //!
 //! Every kernel performs exactly these operations (the vector GELU is bit for bit
-//! [`gelu_erf_f32`]), so the AVX2 kernel, the portable kernel and the
+//! [`gelu_erf_f32`]), so the AVX-512 VNNI and AVX2 kernels, the portable kernel and the
 //! scalar [`naive`] twin give the same bits, which the tests assert.
 //!
 //! # Error against the f32 product
@@ -49,10 +49,11 @@
 //! [`QuantizedMatrix`] stores `q_w` in panels of NR = 16 output columns, K padded with
 //! zeros to a multiple of 4 and N to a multiple of 16 (scale 0 past N): for each group of 4
 //! consecutive k (a "quad"), the 16 columns' 4 bytes each, so that one 32-byte load holds 8
-//! columns x 4 k and lines up with a broadcast of 4 bytes of an activation row. Both kernels
-//! read this one layout. The driver quantizes x into `M` (rounded up to MR = 4) rows of
-//! K padded to 4 bytes, plus their absolute values for the AVX2 kernel; tasks (a block of rows
-//! x a range of panels) run on rayon as in [`super::packed`]. Within a task: panel → K block of
+//! columns x 4 k and lines up with a broadcast of 4 bytes of an activation row (and one
+//! 64-byte load holds a whole quad for VNNI). Every kernel reads this one layout. The driver
+//! quantizes x into `M` (rounded up to MR = 4) rows of K padded to 4 bytes, plus the kernel's
+//! unsigned operands (|x| for AVX2, x + 128 for VNNI); tasks (a block of rows x a range of
+//! panels) run on rayon as in [`super::packed`]. Within a task: panel → K block of
 //! 512 (8 KB of the panel, kept in L1) → MR-row group, the exact i32 sums of each tile
 //! carried across K blocks in a small scratch, then the float epilogue once per tile.
 
@@ -60,7 +61,7 @@ use rayon::prelude::*;
 
 use super::kernels::int8_portable::PortableInt8Kernel;
 #[cfg(target_arch = "x86_64")]
-use super::kernels::int8_x86::Avx2Int8Kernel;
+use super::kernels::int8_x86::{Avx2Int8Kernel, Avx512VnniInt8Kernel};
 use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
 use super::panel_memory::PanelMemory;
@@ -84,8 +85,8 @@ const PAR_MIN_MACS: usize = 1 << 18;
 const TASKS_PER_THREAD: usize = 4;
 /// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
 const B_PREFETCH_AHEAD_BYTES: usize = 1024;
-/// Bytes of quantized activations (values and absolute values) one M block may hold: they stay
-/// in the 512 KB L2 while the block's weight panels stream past.
+/// Bytes of quantized activations (values and unsigned operands) one M block may hold: they
+/// stay in the 512 KB L2 while the block's weight panels stream past.
 const A_BLOCK_BYTES: usize = 192 * 1024;
 /// Below this many activation values, quantizing them is not worth handing to rayon.
 const PAR_MIN_QUANTIZE: usize = 1 << 16;
@@ -99,6 +100,9 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// and give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Int8Kernel {
+    /// AVX-512 VNNI: `vpdpbusd` on x + 128 and w, minus 128·Σw; 4 x 16 tile. Opt-in, like
+    /// every AVX-512 kernel ([`crate::avx512_opted_in`]).
+    Avx512Vnni,
     /// AVX2: `vpmaddubsw` on |x| and w with x's sign, `vpmaddwd` to i32; 4 x 16 tile.
     Avx2,
     /// Plain Rust i32 dot products.
@@ -115,6 +119,8 @@ impl Int8Kernel {
     pub fn is_supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx512Vnni => Avx512VnniInt8Kernel::new().is_some(),
+            #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx2 => Avx2Int8Kernel::new().is_some(),
             Int8Kernel::Portable => PortableInt8Kernel::new().is_some(),
             #[allow(unreachable_patterns)]
@@ -124,10 +130,14 @@ impl Int8Kernel {
 
     /// Every kernel this CPU supports, fastest first (never empty: ends with `Portable`).
     pub fn supported() -> Vec<Int8Kernel> {
-        [Int8Kernel::Avx2, Int8Kernel::Portable]
-            .into_iter()
-            .filter(|k| k.is_supported())
-            .collect()
+        [
+            Int8Kernel::Avx512Vnni,
+            Int8Kernel::Avx2,
+            Int8Kernel::Portable,
+        ]
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect()
     }
 }
 
@@ -136,8 +146,9 @@ impl Int8Kernel {
 pub(crate) struct Int8Tile<'a> {
     /// Row `i` of the tile is `a[i·lda..][..kcb]`.
     pub(crate) a: &'a [i8],
-    /// `|a|`, same layout (the AVX2 kernel's unsigned operand).
-    pub(crate) a_abs: &'a [u8],
+    /// The kernel's unsigned operands of `a` ([`Int8MicroKernel::unsigned_operand`]: `|a|`
+    /// for AVX2, `a + 128` for VNNI), same layout.
+    pub(crate) a_u8: &'a [u8],
     pub(crate) lda: usize,
     /// One K block of a weight panel: `kcb / 4` quads of NR columns x 4 bytes.
     pub(crate) b: &'a [i8],
@@ -160,7 +171,7 @@ impl Int8Tile<'_> {
         );
         let a_len = (MR - 1) * self.lda + kcb;
         assert!(
-            self.a.len() >= a_len && self.a_abs.len() >= a_len,
+            self.a.len() >= a_len && self.a_u8.len() >= a_len,
             "int8 tile: activation rows too short"
         );
         kcb
@@ -186,10 +197,16 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     /// `out[i][j] = dequantize(acc[i][j], ...)`.
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
 
+    /// The unsigned byte the kernel multiplies for an activation value `q` (into
+    /// [`Int8Tile::a_u8`]): `|q|` by default (the AVX2 kernel moves q's sign onto the weight).
+    fn unsigned_operand(q: i8) -> u8 {
+        q.unsigned_abs()
+    }
+
     /// [`quantize_activation_row`]; SIMD kernels compile the same code for their ISA (the
     /// same operations in the same order, so the same bits).
-    fn quantize_row(self, row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
-        quantize_activation_row(row, q, q_abs)
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
+        quantize_activation_row(row, q, q_u8, Self::unsigned_operand)
     }
 }
 
@@ -230,13 +247,18 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
-/// Quantizes an activation row into `q` and its magnitudes into `q_abs` (what the kernels
-/// multiply: see `kernels::int8_x86`); returns the scale.
+/// Quantizes an activation row into `q` and the kernel's unsigned operands into `q_u8`
+/// ([`Int8MicroKernel::unsigned_operand`]; see `kernels::int8_x86`); returns the scale.
 #[inline(always)]
-pub(crate) fn quantize_activation_row(row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+pub(crate) fn quantize_activation_row(
+    row: &[f32],
+    q: &mut [i8],
+    q_u8: &mut [u8],
+    unsigned_operand: fn(i8) -> u8,
+) -> f32 {
     let scale = quantize_row(row, q);
-    for (d, &v) in q_abs.iter_mut().zip(q.iter()) {
-        *d = v.unsigned_abs();
+    for (d, &v) in q_u8.iter_mut().zip(q.iter()) {
+        *d = unsigned_operand(v);
     }
     scale
 }
@@ -455,7 +477,7 @@ fn check_shapes(
     Ok(m)
 }
 
-/// One row of x with its quantized values, their absolute values and its scale to fill.
+/// One row of x with its quantized values, the kernel's unsigned operands and its scale to fill.
 type ActivationRow<'a> = ((&'a [f32], (&'a mut [i8], &'a mut [u8])), &'a mut f32);
 
 /// Quantizes x and runs the matrix's kernel over the whole output (shapes checked).
@@ -468,6 +490,11 @@ fn run(
     residual: Option<&[f32]>,
 ) {
     match w.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx512Vnni => {
+            let kr = Avx512VnniInt8Kernel::new().unwrap_or_else(missing);
+            run_with(kr, out, x, w, bias, gelu, residual)
+        }
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx2 => {
             let kr = Avx2Int8Kernel::new().unwrap_or_else(missing);
@@ -499,17 +526,17 @@ fn run_with<Kr: Int8MicroKernel>(
     let m_pad = m.next_multiple_of(MR);
     // Rows past M and k past K stay zero with scale 0: they only fill lanes that are dropped.
     let mut a = vec![0i8; m_pad * k_pad];
-    let mut a_abs = vec![0u8; m_pad * k_pad];
+    let mut a_u8 = vec![0u8; m_pad * k_pad];
     let mut row_scales = vec![0.0f32; m_pad];
     // K = 0: no values, every scale 0 (an empty row has max 0), nothing to quantize.
     if k > 0 {
         let rows = x
             .as_slice()
             .chunks_exact(k)
-            .zip(a.chunks_exact_mut(k_pad).zip(a_abs.chunks_exact_mut(k_pad)))
+            .zip(a.chunks_exact_mut(k_pad).zip(a_u8.chunks_exact_mut(k_pad)))
             .zip(&mut row_scales);
-        let quantize = |((x_row, (q, q_abs)), scale): ActivationRow<'_>| {
-            *scale = kr.quantize_row(x_row, q, q_abs);
+        let quantize = |((x_row, (q, q_u8)), scale): ActivationRow<'_>| {
+            *scale = kr.quantize_row(x_row, q, q_u8);
         };
         if m * k < PAR_MIN_QUANTIZE {
             rows.for_each(quantize);
@@ -525,7 +552,7 @@ fn run_with<Kr: Int8MicroKernel>(
         n,
         k_pad,
         a: &a,
-        a_abs: &a_abs,
+        a_u8: &a_u8,
         row_scales: &row_scales,
         w,
         bias: &padded_bias,
@@ -546,7 +573,7 @@ struct Call<'a> {
     k_pad: usize,
     /// `m_pad` rows of `k_pad` quantized activations, zero past M and K.
     a: &'a [i8],
-    a_abs: &'a [u8],
+    a_u8: &'a [u8],
     /// `m_pad` scales, 0 past M.
     row_scales: &'a [f32],
     w: &'a QuantizedMatrix,
@@ -637,7 +664,7 @@ impl Call<'_> {
                     let a0 = (rows.start + g * MR) * k_pad + k0;
                     let tile = Int8Tile {
                         a: &self.a[a0..],
-                        a_abs: &self.a_abs[a0..],
+                        a_u8: &self.a_u8[a0..],
                         lda: k_pad,
                         b,
                         prefetch: tile_prefetch(
@@ -846,16 +873,16 @@ mod tests {
     fn check_kernel_quantization<Kr: Int8MicroKernel>(kr: Kr, name: &str, row: &[f32]) {
         let (want_scale, want_q) = naive::quantize_row(row);
         let mut q = vec![99i8; row.len()];
-        let mut q_abs = vec![99u8; row.len()];
-        let scale = kr.quantize_row(row, &mut q, &mut q_abs);
+        let mut q_u8 = vec![99u8; row.len()];
+        let scale = kr.quantize_row(row, &mut q, &mut q_u8);
         assert_eq!(
             scale.to_bits(),
             want_scale.to_bits(),
             "{name}: scale of {row:?}"
         );
         assert_eq!(q, want_q, "{name}: values of {row:?}");
-        let want_abs: Vec<u8> = want_q.iter().map(|v| v.unsigned_abs()).collect();
-        assert_eq!(q_abs, want_abs, "{name}: magnitudes of {row:?}");
+        let want_u8: Vec<u8> = want_q.iter().map(|&v| Kr::unsigned_operand(v)).collect();
+        assert_eq!(q_u8, want_u8, "{name}: unsigned operands of {row:?}");
     }
 
     #[test]
@@ -883,6 +910,10 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if let Some(kr) = Avx2Int8Kernel::new() {
                 check_kernel_quantization(kr, "avx2", row);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(kr) = Avx512VnniInt8Kernel::new() {
+                check_kernel_quantization(kr, "avx512-vnni", row);
             }
         }
     }

@@ -60,3 +60,38 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+/// The f32 GEMM kernels a test runs: see [`pinned`] (`KOEMBED_TEST_GEMM_KERNELS`).
+pub fn gemm_kernels() -> Vec<koembed_tensor::GemmKernel> {
+    pinned(
+        "KOEMBED_TEST_GEMM_KERNELS",
+        koembed_tensor::GemmKernel::supported(),
+    )
+}
+
+/// The int8 kernels a test runs: see [`pinned`] (`KOEMBED_TEST_INT8_KERNELS`).
+pub fn int8_kernels() -> Vec<koembed_tensor::Int8Kernel> {
+    pinned(
+        "KOEMBED_TEST_INT8_KERNELS",
+        koembed_tensor::Int8Kernel::supported(),
+    )
+}
+
+/// Every kernel this CPU supports, or only those named in the variable `var` (comma-separated
+/// `Debug` names, e.g. `Avx512`), which `cargo xtask emulate` sets: under emulation the other
+/// kernels are slow, and they are tested natively. A named kernel this CPU lacks fails the
+/// test instead of testing nothing.
+fn pinned<K: std::fmt::Debug + Copy>(var: &str, supported: Vec<K>) -> Vec<K> {
+    let Ok(names) = std::env::var(var) else {
+        return supported;
+    };
+    names
+        .split(',')
+        .map(|name| {
+            *supported
+                .iter()
+                .find(|k| format!("{k:?}") == name.trim())
+                .unwrap_or_else(|| panic!("{var}: {name} is not among {supported:?}"))
+        })
+        .collect()
+}

@@ -1,4 +1,7 @@
-//! The AVX2 int8 kernel: a 4 x 16 tile of i32 accumulators (8 ymm), over k quads.
+//! The x86 int8 kernels: AVX2 (below) and AVX-512 VNNI ([`Avx512VnniInt8Kernel`]), each a
+//! 4 x 16 tile of i32 accumulators over k quads.
+//!
+//! # AVX2
 //!
 //! # Why no saturation
 //! `vpmaddubsw` multiplies unsigned bytes by signed bytes and adds adjacent pairs into i16 with
@@ -33,7 +36,7 @@ impl Int8MicroKernel for Avx2Int8Kernel {
     fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]) {
         let kcb = t.kcb();
         // SAFETY: holding `self` proves AVX2; `kcb()` checked that every row holds kcb bytes
-        // (a and a_abs) and the panel block kcb · NR bytes, which is all `accumulate_avx2`
+        // (a and a_u8) and the panel block kcb · NR bytes, which is all `accumulate_avx2`
         // reads.
         unsafe {
             if !t.prefetch.is_null() {
@@ -49,9 +52,9 @@ impl Int8MicroKernel for Avx2Int8Kernel {
         unsafe { finish_avx2(acc, e, out) }
     }
 
-    fn quantize_row(self, row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
         // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
-        unsafe { quantize_row_avx2(row, q, q_abs) }
+        unsafe { quantize_row_avx2(row, q, q_u8) }
     }
 }
 
@@ -62,12 +65,12 @@ impl Int8MicroKernel for Avx2Int8Kernel {
 /// # Safety
 /// AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_row_avx2(row: &[f32], q: &mut [i8], q_abs: &mut [u8]) -> f32 {
-    quantize_activation_row(row, q, q_abs)
+unsafe fn quantize_row_avx2(row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
+    quantize_activation_row(row, q, q_u8, Avx2Int8Kernel::unsigned_operand)
 }
 
 /// # Safety
-/// AVX2; rows `i < MR` of `t.a` and `t.a_abs` hold `kcb` bytes from `i·t.lda`, and `t.b` holds
+/// AVX2; rows `i < MR` of `t.a` and `t.a_u8` hold `kcb` bytes from `i·t.lda`, and `t.b` holds
 /// `kcb · NR` bytes; `kcb` is a multiple of 4.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -83,7 +86,7 @@ unsafe fn accumulate_avx2<const PREFETCH_B: bool>(
         [_mm256_loadu_si256(row), _mm256_loadu_si256(row.add(1))]
     });
     let a: [*const i8; MR] = std::array::from_fn(|i| t.a[i * t.lda..].as_ptr());
-    let a_abs: [*const u8; MR] = std::array::from_fn(|i| t.a_abs[i * t.lda..].as_ptr());
+    let a_u8: [*const u8; MR] = std::array::from_fn(|i| t.a_u8[i * t.lda..].as_ptr());
     let b = t.b.as_ptr();
     for p in (0..kcb).step_by(4) {
         // SAFETY: p + 4 <= kcb, so b + p·NR .. + 4·NR (two 32-byte loads) is inside the
@@ -97,7 +100,7 @@ unsafe fn accumulate_avx2<const PREFETCH_B: bool>(
             let b1 = _mm256_loadu_si256(b.add(p * NR + 32).cast());
             for (i, row) in acc.iter_mut().enumerate() {
                 let signs = _mm256_set1_epi32(a[i].add(p).cast::<i32>().read_unaligned());
-                let mags = _mm256_set1_epi32(a_abs[i].add(p).cast::<i32>().read_unaligned());
+                let mags = _mm256_set1_epi32(a_u8[i].add(p).cast::<i32>().read_unaligned());
                 let pairs0 = _mm256_maddubs_epi16(mags, _mm256_sign_epi8(b0, signs));
                 let pairs1 = _mm256_maddubs_epi16(mags, _mm256_sign_epi8(b1, signs));
                 row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(pairs0, ones));
@@ -152,5 +155,133 @@ unsafe fn finish_avx2(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f
             _mm256_storeu_ps(out_row.as_mut_ptr(), v_row[0]);
             _mm256_storeu_ps(out_row.as_mut_ptr().add(8), v_row[1]);
         }
+    }
+}
+
+/// Proof that the CPU has AVX-512F, AVX-512 VNNI, AVX2 and FMA (the epilogue is the AVX2 one)
+/// and that the AVX-512 kernels were opted in (see [`crate::avx512_opted_in`]).
+///
+/// # Why no correction is lost
+/// `vpdpbusd` multiplies unsigned bytes by signed bytes and adds each group of 4 products
+/// into an i32 lane with no intermediate saturation. The unsigned operand is `x + 128` (in
+/// 1..=255, since x >= -127), so a lane sums `Σ (x + 128)·w = Σ x·w + 128·Σ w`, and the kernel
+/// subtracts `128·Σ w` over the K block, which it sums from the same panel bytes (one more
+/// `vpdpbusd`, with bytes of 1, per quad). Every step is i32 arithmetic modulo 2³², and the true
+/// result fits i32 (|Σ x·w| <= 127²·K, see `MAX_K`), so it comes out exact even where an
+/// intermediate sum wraps: the same bits as the AVX2 and portable kernels.
+///
+/// # Per k quad
+/// One 64-byte load of the panel (16 columns x 4 k), then per row a broadcast of 4 bytes of
+/// `x + 128` and one `vpdpbusd` into the row's accumulator. Quads alternate between two sets of
+/// accumulators, so that 8 independent sums hide `vpdpbusd`'s latency.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512VnniInt8Kernel(());
+
+impl Avx512VnniInt8Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        (crate::avx512_opted_in()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        .then_some(Avx512VnniInt8Kernel(()))
+    }
+}
+
+impl Int8MicroKernel for Avx512VnniInt8Kernel {
+    fn unsigned_operand(q: i8) -> u8 {
+        // x + 128 for x in -127..=127: flipping the sign bit of the two's complement byte.
+        (q as u8) ^ 0x80
+    }
+
+    fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]) {
+        let kcb = t.kcb();
+        // SAFETY: holding `self` proves AVX-512F and VNNI; `kcb()` checked that every row holds
+        // kcb bytes of `a_u8` and the panel block kcb · NR bytes, which is all
+        // `accumulate_vnni` reads.
+        unsafe {
+            if !t.prefetch.is_null() {
+                accumulate_vnni::<true>(t, kcb, acc)
+            } else {
+                accumulate_vnni::<false>(t, kcb, acc)
+            }
+        }
+    }
+
+    fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
+        // SAFETY: holding `self` proves AVX2 + FMA; all operands are fixed-size arrays.
+        unsafe { finish_avx2(acc, e, out) }
+    }
+
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
+        // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
+        unsafe { quantize_row_vnni(row, q, q_u8) }
+    }
+}
+
+/// [`quantize_activation_row`] with VNNI's unsigned operand, compiled for AVX2 (the same bits
+/// as the scalar code; the int8 tests compare them with the scalar twin).
+///
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_vnni(row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
+    quantize_activation_row(row, q, q_u8, Avx512VnniInt8Kernel::unsigned_operand)
+}
+
+/// # Safety
+/// AVX-512F + VNNI; rows `i < MR` of `t.a_u8` hold `kcb` bytes from `i·t.lda`, and `t.b` holds
+/// `kcb · NR` bytes; `kcb` is a multiple of 4.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
+    t: &Int8Tile<'_>,
+    kcb: usize,
+    acc_out: &mut [[i32; NR]; MR],
+) {
+    let ones = _mm512_set1_epi8(1);
+    // SAFETY: each acc row is [i32; 16]: one 16-lane load.
+    let mut acc: [__m512i; MR] =
+        std::array::from_fn(|i| unsafe { _mm512_loadu_si512(acc_out[i].as_ptr().cast()) });
+    let mut acc_odd = [_mm512_setzero_si512(); MR];
+    let mut col_sums = _mm512_setzero_si512();
+    let a: [*const u8; MR] = std::array::from_fn(|i| t.a_u8[i * t.lda..].as_ptr());
+    let b = t.b.as_ptr();
+    let quads = kcb / 4;
+    // SAFETY (both loops): quad q < kcb / 4, so b + q·4·NR .. + 64 is inside the panel block
+    // and a[i] + 4q .. + 4 inside row i (the function's contract). Loads are unaligned; a
+    // prefetch never faults, so its address may run past the panel.
+    for q in (0..quads / 2).map(|h| 2 * h) {
+        unsafe {
+            if PREFETCH_B {
+                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(4 * q * NR));
+            }
+            let b0 = _mm512_loadu_si512(b.add(4 * q * NR).cast());
+            let b1 = _mm512_loadu_si512(b.add(4 * (q + 1) * NR).cast());
+            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b0);
+            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b1);
+            for i in 0..MR {
+                let x0 = _mm512_set1_epi32(a[i].add(4 * q).cast::<i32>().read_unaligned());
+                let x1 = _mm512_set1_epi32(a[i].add(4 * q + 4).cast::<i32>().read_unaligned());
+                acc[i] = _mm512_dpbusd_epi32(acc[i], x0, b0);
+                acc_odd[i] = _mm512_dpbusd_epi32(acc_odd[i], x1, b1);
+            }
+        }
+    }
+    if quads % 2 == 1 {
+        let q = quads - 1;
+        unsafe {
+            let b0 = _mm512_loadu_si512(b.add(4 * q * NR).cast());
+            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b0);
+            for i in 0..MR {
+                let x0 = _mm512_set1_epi32(a[i].add(4 * q).cast::<i32>().read_unaligned());
+                acc[i] = _mm512_dpbusd_epi32(acc[i], x0, b0);
+            }
+        }
+    }
+    let offset = _mm512_slli_epi32::<7>(col_sums);
+    for ((row, v), odd) in acc_out.iter_mut().zip(acc).zip(acc_odd) {
+        let sum = _mm512_sub_epi32(_mm512_add_epi32(v, odd), offset);
+        // SAFETY: each acc row is [i32; 16]: one 16-lane store.
+        unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), sum) };
     }
 }
