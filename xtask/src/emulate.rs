@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (name, path) in &programs {
         initramfs.file(&format!("tests/{name}"), &read(path)?, 0o755);
     }
-    initramfs.file("init", &read(&programs_init(&work)?)?, 0o755);
+    initramfs.file("init", &read(&build_init(&work)?)?, 0o755);
     fs::write(boot.join("initrd.img"), initramfs.finish())?;
     fs::copy(&kernel, boot.join("vmlinuz"))?;
     fs::copy(ISOLINUX_BIN, boot.join("isolinux/isolinux.bin"))?;
@@ -358,7 +358,7 @@ fn build_static(work: &Path, tests: &[String]) -> anyhow::Result<Vec<(String, Pa
     Ok(programs)
 }
 
-fn programs_init(work: &Path) -> anyhow::Result<PathBuf> {
+fn build_init(work: &Path) -> anyhow::Result<PathBuf> {
     let target_dir = work.join("cargo");
     let status = static_cargo()
         .args(["build", "-p", "koembed-emu-init", "--release"])

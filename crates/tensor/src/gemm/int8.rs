@@ -254,7 +254,9 @@ pub(crate) fn quantize_activation_row(
     row: &[f32],
     q: &mut [i8],
     q_u8: &mut [u8],
-    unsigned_operand: fn(i8) -> u8,
+    // A function item, not a pointer: each kernel's loop is compiled (and vectorised) with
+    // its own operand inlined.
+    unsigned_operand: impl Fn(i8) -> u8,
 ) -> f32 {
     let scale = quantize_row(row, q);
     for (d, &v) in q_u8.iter_mut().zip(q.iter()) {

@@ -54,19 +54,24 @@ impl Int8MicroKernel for Avx2Int8Kernel {
 
     fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
         // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
-        unsafe { quantize_row_avx2(row, q, q_u8) }
+        unsafe { quantize_row_avx2::<Self>(row, q, q_u8) }
     }
 }
 
-/// [`quantize_activation_row`] compiled for AVX2: the compiler vectorises the max, the
-/// division, the rounding and the conversions 8 lanes at a time (IEEE operations, so the
-/// same bits as the baseline build; the int8 tests compare them with the scalar twin).
+/// [`quantize_activation_row`] with kernel `Kr`'s unsigned operand, compiled for AVX2: the
+/// compiler vectorises the max, the division, the rounding and the conversions 8 lanes at a
+/// time (IEEE operations, so the same bits as the baseline build; the int8 tests compare them
+/// with the scalar twin).
 ///
 /// # Safety
 /// AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_row_avx2(row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
-    quantize_activation_row(row, q, q_u8, Avx2Int8Kernel::unsigned_operand)
+unsafe fn quantize_row_avx2<Kr: Int8MicroKernel>(
+    row: &[f32],
+    q: &mut [i8],
+    q_u8: &mut [u8],
+) -> f32 {
+    quantize_activation_row(row, q, q_u8, Kr::unsigned_operand)
 }
 
 /// # Safety
@@ -214,18 +219,8 @@ impl Int8MicroKernel for Avx512VnniInt8Kernel {
 
     fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
         // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
-        unsafe { quantize_row_vnni(row, q, q_u8) }
+        unsafe { quantize_row_avx2::<Self>(row, q, q_u8) }
     }
-}
-
-/// [`quantize_activation_row`] with VNNI's unsigned operand, compiled for AVX2 (the same bits
-/// as the scalar code; the int8 tests compare them with the scalar twin).
-///
-/// # Safety
-/// AVX2.
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_row_vnni(row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
-    quantize_activation_row(row, q, q_u8, Avx512VnniInt8Kernel::unsigned_operand)
 }
 
 /// # Safety
