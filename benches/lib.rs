@@ -46,6 +46,9 @@ pub fn measured_peak_gflops() -> f64 {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             use rayon::prelude::*;
+            // The widest FMA the GEMM kernels use here: a Xeon with AVX-512 has twice the
+            // AVX2 peak (two 512-bit FMA pipes), Zen 4 the same.
+            let wide = koembed_tensor::GemmKernel::detect() == koembed_tensor::GemmKernel::Avx512;
             let threads = rayon::current_num_threads();
             let iters = 5_000_000u64;
             let best = (0..15)
@@ -53,15 +56,23 @@ pub fn measured_peak_gflops() -> f64 {
                     let start = Instant::now();
                     let sink: f32 = (0..threads)
                         .into_par_iter()
-                        // SAFETY: AVX2 + FMA were checked just above.
-                        .map(|t| unsafe { fma_chains(iters, t as f32) })
+                        // SAFETY: AVX2 + FMA were checked just above, AVX-512F by the
+                        // kernel's detection when `wide`.
+                        .map(|t| unsafe {
+                            if wide {
+                                fma_chains_avx512(iters, t as f32)
+                            } else {
+                                fma_chains(iters, t as f32)
+                            }
+                        })
                         .sum();
                     std::hint::black_box(sink);
                     start.elapsed().as_secs_f64()
                 })
                 .fold(f64::INFINITY, f64::min);
-            // 10 chains x 8 lanes x 2 FLOP per iteration per thread.
-            return (threads as u64 * iters * 10 * 8 * 2) as f64 / best / 1e9;
+            // 10 chains x 8 (16) lanes x 2 FLOP per iteration per thread.
+            let lanes = if wide { 16 } else { 8 };
+            return (threads as u64 * iters * 10 * lanes * 2) as f64 / best / 1e9;
         }
         PEAK_FP32_GFLOPS_2T
     })
@@ -88,6 +99,28 @@ unsafe fn fma_chains(iters: u64, seed: f32) -> f32 {
     // SAFETY: `lanes` holds 8 f32.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
     lanes.iter().sum()
+}
+
+/// [`fma_chains`] on 16 lanes.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: u64, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(seed); 10];
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    for _ in 0..iters {
+        for v in &mut acc {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v)),
+    )
 }
 
 /// This machine's memory read bandwidth in GB/s on `threads` threads, measured once per

@@ -406,11 +406,13 @@ fn half_panels_are_exact_on_integers_and_half_the_size() {
 
 #[test]
 fn k_block_boundaries_are_exact() {
-    // Each kernel's K block (AVX-512 128, AVX2 and portable 256) and the largest K run as one
+    // Each kernel's K block (AVX-512 192, AVX2 and portable 256) and the largest K run as one
     // block (AVX2 384), and one past each: a K block dropped or read twice changes the sums.
     let mut rng = Rng::new(15);
     for kernel in gemm_kernels() {
-        for k in [127, 128, 129, 255, 256, 257, 383, 384, 385, 769] {
+        for k in [
+            127, 128, 129, 191, 192, 193, 255, 256, 257, 383, 384, 385, 769,
+        ] {
             let (m, n) = (17, 33);
             let x = rng.int_vec(m * k, 4);
             let w = rng.int_vec(n * k, 4);

@@ -100,8 +100,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// and give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Int8Kernel {
-    /// AVX-512 VNNI: `vpdpbusd` on x + 128 and w, minus 128·Σw; 4 x 16 tile. Opt-in, like
-    /// every AVX-512 kernel ([`crate::avx512_opted_in`]).
+    /// AVX-512 VNNI: `vpdpbusd` on x + 128 and w, minus 128·Σw; 4 x 16 tile. On where the CPU has it, like
+    /// every AVX-512 kernel unless `KOEMBED_AVX512=0` ([`crate::avx512_enabled`]).
     Avx512Vnni,
     /// AVX2: `vpmaddubsw` on |x| and w with x's sign, `vpmaddwd` to i32; 4 x 16 tile.
     Avx2,

@@ -62,7 +62,7 @@ const TASKS_PER_THREAD: usize = 4;
 /// rows 0.96-0.98x; at M = 128 no change (0.997x). KoE5's (16 MB) took 1.01-1.06x: there
 /// every M block streams B from memory again, and the kernel's own M block stays.
 const SMALL_B_BYTES: usize = 4 << 20;
-/// The M block for a small B (a multiple of every kernel's MR: 4, 6, 8).
+/// The M block for a small B (a multiple of every kernel's MR: 4, 6, 12).
 const SMALL_B_M_BLOCK: usize = 48;
 /// How far ahead of its reads the first tile over a B panel prefetches it.
 const B_PREFETCH_AHEAD_BYTES: usize = 2048;
@@ -70,7 +70,7 @@ const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmKernel {
-    /// AVX-512F, 8 x 32 register tile.
+    /// AVX-512F, 12 x 32 register tile.
     Avx512,
     /// AVX2 + FMA, 6 x 16 register tile.
     Avx2,

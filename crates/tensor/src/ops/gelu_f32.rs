@@ -211,7 +211,7 @@ pub(crate) struct Avx512Gelu(());
 
 impl Avx512Gelu {
     pub(crate) fn new() -> Option<Self> {
-        crate::avx512_opted_in().then_some(Avx512Gelu(()))
+        crate::avx512_enabled().then_some(Avx512Gelu(()))
     }
 
     pub(crate) fn run(self, x: &mut [f32]) {

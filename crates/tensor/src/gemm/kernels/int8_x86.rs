@@ -164,7 +164,7 @@ unsafe fn finish_avx2(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f
 }
 
 /// Proof that the CPU has AVX-512F, AVX-512 VNNI, AVX2 and FMA (the epilogue is the AVX2 one)
-/// and that the AVX-512 kernels were opted in (see [`crate::avx512_opted_in`]).
+/// and that the AVX-512 kernels are enabled (see [`crate::avx512_enabled`]).
 ///
 /// # Why no correction is lost
 /// `vpdpbusd` multiplies unsigned bytes by signed bytes and adds each group of 4 products
@@ -184,7 +184,7 @@ pub(crate) struct Avx512VnniInt8Kernel(());
 
 impl Avx512VnniInt8Kernel {
     pub(crate) fn new() -> Option<Self> {
-        (crate::avx512_opted_in()
+        (crate::avx512_enabled()
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma"))

@@ -116,11 +116,11 @@ impl PanelElem for half::bf16 {
 const _: () =
     assert!(std::mem::size_of::<half::f16>() == 2 && std::mem::size_of::<half::bf16>() == 2);
 
-/// Largest MR·NR of any kernel (AVX-512: 8 x 32), for edge-tile scratch space on the stack.
-pub(crate) const MAX_TILE: usize = 8 * 32;
+/// Largest MR·NR of any kernel (AVX-512: 12 x 32), for edge-tile scratch space on the stack.
+pub(crate) const MAX_TILE: usize = 12 * 32;
 
 /// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
-pub(crate) const MAX_A_PANEL: usize = 8 * 256;
+pub(crate) const MAX_A_PANEL: usize = 12 * 256;
 
 /// The second tile over a B panel prefetches the next panel only when at most this many tiles
 /// share a panel (queries: M <= 24 for f32, 16 for int8). With more, the panel stays in use long

@@ -1,9 +1,12 @@
-//! x86-64 kernels: AVX2 + FMA (6 x 16: 12 ymm accumulators) and AVX-512F (8 x 32: 16 zmm
+//! x86-64 kernels: AVX2 + FMA (6 x 16: 12 ymm accumulators) and AVX-512F (12 x 32: 24 zmm
 //! accumulators).
 //!
-//! Zen 4 runs a zmm FMA as two 256-bit halves on its two FMA pipes, so both kernels have the
-//! same peak there (32 FLOP/cycle); the AVX-512 tile needs fewer loads and broadcasts per FMA
-//! (10 per 16 zmm FMAs against 8 per 12 ymm FMAs) and fills whole 8-row panels at M = 16.
+//! A Xeon with two 512-bit FMA pipes doubles the AVX2 peak; Zen 4 runs a zmm FMA as two halves,
+//! so both kernels have the same peak there. The AVX-512 tile needs fewer loads and broadcasts
+//! per FMA (14 per 24 zmm FMAs against 8 per 12 ymm FMAs). On the Xeon (2 threads, M = 8192,
+//! `examples`-style probe, 2026-11-27) 12 rows instead of 8 took the e5-small and KoE5 FFN
+//! GEMMs from 282-338 to 292-347 GFLOP/s, and a K block of 192 instead of 128 the KoE5 ones to
+//! 303-324 (256: the same within noise, but K = 384 then splits 256 + 128).
 
 use std::arch::x86_64::*;
 
@@ -284,23 +287,23 @@ unsafe fn gelu_tile_avx2(c: *mut f32, ldc: usize, rows: usize) {
     }
 }
 
-/// Proof that the CPU has AVX-512F (and FMA), and that the AVX-512 kernels were opted into
-/// (see [`crate::avx512_opted_in`]).
+/// Proof that the CPU has AVX-512F (and FMA), and that the AVX-512 kernels are enabled
+/// (see [`crate::avx512_enabled`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Kernel(());
 
 impl Avx512Kernel {
     pub(crate) fn new() -> Option<Self> {
-        crate::avx512_opted_in().then_some(Avx512Kernel(()))
+        crate::avx512_enabled().then_some(Avx512Kernel(()))
     }
 }
 
 impl MicroKernel for Avx512Kernel {
-    const MR: usize = 8;
+    const MR: usize = MR_AVX512;
     const NR: usize = 32;
-    const KC: usize = 128; // B micro-panel 128·32·4 = 16 KB: half of L1d
-    const KC_WHOLE: usize = 128; // 32 columns: a larger panel would not fit L1d
-    const MC: usize = 192; // A block 192·128·4 = 96 KB of the 1 MB L2
+    const KC: usize = 192; // B micro-panel 192·32·4 = 24 KB: half of a 48 KB L1d
+    const KC_WHOLE: usize = 192; // K = 384 as two blocks: a 48 KB panel would not fit L1d
+    const MC: usize = 192; // A block 192·192·4 = 144 KB of the 2 MB L2
 
     unsafe fn tile<E: PanelElem>(
         self,
@@ -312,32 +315,143 @@ impl MicroKernel for Avx512Kernel {
         accumulate: bool,
         bias: *const f32,
         gelu: bool,
-        _prefetch: *const u8,
+        prefetch: *const u8,
     ) {
+        let t = Avx512Tile {
+            k,
+            a,
+            a_row: 1,
+            a_col: MR_AVX512,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+            prefetch,
+        };
         // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's.
-        unsafe { tile_avx512(k, a, b, c, ldc, accumulate, bias, gelu) }
+        unsafe { tile_avx512_with(MR_AVX512, t) }
+    }
+
+    unsafe fn tile_rows<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        let t = Avx512Tile {
+            k,
+            a,
+            a_row: lda,
+            a_col: 1,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+            prefetch,
+        };
+        // SAFETY: as for `tile`; A element (i, p) is at a + i·lda + p for i < rows, readable by
+        // contract, and only C's rows i < rows are touched.
+        unsafe { tile_avx512_with(rows, t) }
     }
 }
 
-/// # Safety
-/// AVX-512F + FMA, and the [`MicroKernel::tile`] pointer contract with MR = 8, NR = 32.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn tile_avx512<E: PanelElem>(
+const MR_AVX512: usize = 12;
+
+/// The operands of one AVX-512 tile, laid out as [`Avx2Tile`]'s.
+#[derive(Clone, Copy)]
+struct Avx512Tile<E> {
     k: usize,
     a: *const f32,
+    a_row: usize,
+    a_col: usize,
     b: *const E,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
     bias: *const f32,
     gelu: bool,
-) {
-    const MR: usize = 8;
+    prefetch: *const u8,
+}
+
+/// [`tile_avx512`] with the row count (1..=8) and the prefetch choice made once per tile.
+///
+/// # Safety
+/// As [`tile_avx512`] with MR = `rows`.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tile_avx512_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
+    /// # Safety
+    /// As [`tile_avx512`] with this MR.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn with_rows<const MR: usize, E: PanelElem>(t: Avx512Tile<E>) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            if !t.prefetch.is_null() {
+                tile_avx512::<MR, true, E>(t)
+            } else {
+                tile_avx512::<MR, false, E>(t)
+            }
+        }
+    }
+    // SAFETY: forwarded from this function's contract, with MR = rows.
+    unsafe {
+        match rows {
+            12 => with_rows::<12, E>(t),
+            11 => with_rows::<11, E>(t),
+            10 => with_rows::<10, E>(t),
+            9 => with_rows::<9, E>(t),
+            8 => with_rows::<8, E>(t),
+            7 => with_rows::<7, E>(t),
+            6 => with_rows::<6, E>(t),
+            5 => with_rows::<5, E>(t),
+            4 => with_rows::<4, E>(t),
+            3 => with_rows::<3, E>(t),
+            2 => with_rows::<2, E>(t),
+            1 => with_rows::<1, E>(t),
+            _ => panic!("AVX-512 tile: {rows} rows, expected 1..={MR_AVX512}"),
+        }
+    }
+}
+
+/// One MR x 32 register tile (see [`Avx512Tile`] for where the operands are).
+///
+/// # Safety
+/// AVX-512F + FMA, and the [`MicroKernel::tile`] pointer contract with MR <= 8 rows (of A and
+/// C), NR = 32, A's elements readable at the strided addresses.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tile_avx512<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Avx512Tile<E>) {
+    let Avx512Tile {
+        k,
+        a,
+        a_row,
+        a_col,
+        b,
+        c,
+        ldc,
+        accumulate,
+        bias,
+        gelu,
+        prefetch,
+    } = t;
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     // SAFETY (whole body): every pointer offset stays inside the regions of the contract:
-    // c + i·ldc + {0, 16} .. +16 for i < 8 (an 8 x 32 tile), a + p·8 + i for p < k, i < 8,
-    // b + p·32 + {0, 16} .. +16 for p < k, bias + {0, 16} .. +16. Loads/stores are unaligned.
+    // c + i·ldc + {0, 16} .. +16 for i < MR (an MR x 32 tile), a + i·a_row + p·a_col for
+    // p < k and i < MR, b + p·32 + {0, 16} .. +16 for p < k, bias + {0, 16} .. +16.
+    // Loads and stores are unaligned.
     unsafe {
         if accumulate {
             for (i, row) in acc.iter_mut().enumerate() {
@@ -345,12 +459,21 @@ unsafe fn tile_avx512<E: PanelElem>(
                 row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
             }
         }
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
+            // Two cache lines of f32 per k step (one of a half format): a prefetch per line
+            // of the stream, which never faults, hence wrapping arithmetic.
+            if PREFETCH {
+                let ahead = prefetch.wrapping_add(p * 32 * size_of::<E>());
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                if size_of::<E>() == 4 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64) as *const i8);
+                }
+            }
             let b0 = load16_avx512(b.add(p * 32));
             let b1 = load16_avx512(b.add(p * 32 + 16));
-            let ap = a.add(p * MR);
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ap.add(i));
+                let ai = _mm512_set1_ps(*rows[i].add(p * a_col));
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
@@ -364,11 +487,16 @@ unsafe fn tile_avx512<E: PanelElem>(
             }
             if gelu {
                 // Two rows (4 vectors) at a time: independent chains overlap.
-                for rows in acc.chunks_exact_mut(2) {
+                let mut pairs = acc.chunks_exact_mut(2);
+                for rows in &mut pairs {
                     let [a, b, c, d] =
                         gelu_avx512([rows[0][0], rows[0][1], rows[1][0], rows[1][1]]);
                     rows[0] = [a, b];
                     rows[1] = [c, d];
+                }
+                for row in pairs.into_remainder() {
+                    let [a, b] = gelu_avx512([row[0], row[1]]);
+                    *row = [a, b];
                 }
             }
         }
