@@ -648,7 +648,8 @@ impl Call<'_> {
         for jp in panels.clone() {
             let j0 = jp * NR;
             let panel = self.w.panel(jp);
-            acc.fill([[0; NR]; MR]);
+            // Element by element: `fill` with a 256-byte value is a memcpy call per tile.
+            acc.iter_mut().flatten().flatten().for_each(|v| *v = 0);
             // K blocks: the block of the panel stays in L1 while the block's rows pass by.
             let mut k0 = 0;
             while k0 < k_pad {
@@ -707,16 +708,25 @@ impl Call<'_> {
                                 *d = v + s;
                             }
                         }
-                        // A whole tile row has a length known when compiling: vector moves
-                        // instead of a `memmove` call per 16 values.
                         None => match <&mut [f32; NR]>::try_from(&mut *dst) {
-                            Ok(whole) => *whole = *tile_row,
+                            Ok(whole) => copy_row(whole, tile_row),
                             Err(_) => dst.copy_from_slice(&tile_row[..cols]),
                         },
                     }
                 }
             }
         }
+    }
+}
+
+/// `*dst = *src` as four 16-byte moves. Written as an array assignment, the copy became a
+/// `memcpy` call per tile row (13% of an e5-small int8 batch with the VNNI kernel).
+#[inline(always)]
+fn copy_row(dst: &mut [f32; NR], src: &[f32; NR]) {
+    for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+        let v: [f32; 4] = s.try_into().expect("4 values");
+        // A fixed-size store: one vector move.
+        <&mut [f32; 4]>::try_from(d).expect("4 values").clone_from(&v);
     }
 }
 
