@@ -47,7 +47,9 @@ fn every_kernel_is_listed() {
     println!("supported GEMM kernels: {ks:?}");
     assert_eq!(ks.last(), Some(&GemmKernel::Portable));
     assert_eq!(GemmKernel::detect(), ks[0]);
-    for k in [GemmKernel::Avx512, GemmKernel::Avx2] {
+    // The pair kernel multiplies bf16 panels only, so it is not among the f32 kernels.
+    assert!(!ks.contains(&GemmKernel::Avx512Bf16));
+    for k in [GemmKernel::Avx512Bf16, GemmKernel::Avx512, GemmKernel::Avx2] {
         if !k.is_supported() {
             let w = Tensor::zeros(&[4, 4]);
             assert!(PackedMatrix::pack_b_with_kernel(w.view(), k).is_err());
@@ -436,4 +438,94 @@ fn k_block_boundaries_are_exact() {
             assert_eq!(bits(got.as_slice()), bits(&want), "{kernel:?} k={k}");
         }
     }
+}
+
+/// The `vdpbf16ps` kernel against its scalar twin (`naive::matmul_bias_nt_bf16_pairs`), bit
+/// for bit, over odd shapes (odd K pads a zero into the last pair), its K block edges (192
+/// steps = 384 k), and the GELU and residual epilogues.
+#[test]
+fn bf16_pair_kernel_equals_its_twin_bit_for_bit() {
+    use koembed_tensor::{gelu_erf_f32, matmul_packed_bias_residual, PanelFormat};
+    let kernels: Vec<GemmKernel> = GemmKernel::supported_for(PanelFormat::Bf16)
+        .into_iter()
+        .filter(|&k| k == GemmKernel::Avx512Bf16)
+        .collect();
+    println!("bf16 pair kernels here: {kernels:?}");
+    let mut rng = Rng::new(23);
+    let mut cases: Vec<(usize, usize, usize)> = shapes()
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, (m, k, n))| i % 2 == 0 || m * k * n <= 100_000)
+        .map(|(_, s)| s)
+        .collect();
+    for k in [383, 384, 385, 767, 768, 769] {
+        cases.push((13, k, 33));
+    }
+    for kernel in kernels {
+        for &(m, k, n) in &cases {
+            let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            let r = t(rng.uniform_vec(m * n, -1.0, 1.0), &[m, n]);
+            let mut want = Tensor::full(&[m, n], f32::NAN);
+            naive::matmul_bias_nt_bf16_pairs(want.view_mut(), x.view(), w.view(), b.view())
+                .unwrap();
+            let p = PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16).unwrap();
+            let what = format!("{kernel:?} m={m} k={k} n={n}");
+            let mut got = Tensor::full(&[m, n], f32::NAN);
+            matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::None).unwrap();
+            assert_eq!(bits(got.as_slice()), bits(want.as_slice()), "{what}");
+            matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::Gelu).unwrap();
+            let gelu: Vec<f32> = want.as_slice().iter().map(|&v| gelu_erf_f32(v)).collect();
+            assert_eq!(bits(got.as_slice()), bits(&gelu), "{what} GELU");
+            matmul_packed_bias_residual(got.view_mut(), x.view(), &p, b.view(), r.view()).unwrap();
+            let plus: Vec<f32> = want
+                .as_slice()
+                .iter()
+                .zip(r.as_slice())
+                .map(|(&v, &s)| v + s)
+                .collect();
+            assert_eq!(bits(got.as_slice()), bits(&plus), "{what} residual");
+        }
+        // Half the memory of f32 panels (an even K: an odd one pads a step), and only bf16
+        // panels.
+        let w = t(rng.uniform_vec(65 * 128, -1.0, 1.0), &[65, 128]);
+        let f32_bytes = PackedMatrix::pack_b_with_kernel(w.view(), GemmKernel::Avx512)
+            .unwrap()
+            .memory_bytes();
+        let p = PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16).unwrap();
+        assert_eq!(p.memory_bytes(), f32_bytes / 2);
+        for format in [PanelFormat::F32, PanelFormat::F16] {
+            let err = PackedMatrix::pack_b_as(w.view(), kernel, format).unwrap_err();
+            assert!(err.to_string().contains("does not multiply"), "{err}");
+        }
+    }
+}
+
+/// The twin itself against hand-computed sums: the order of the two products of a pair, and
+/// the padding of an odd K.
+#[test]
+fn bf16_pair_twin_adds_the_odd_product_first() {
+    let two24 = 16_777_216.0f32;
+    let run = |x: Vec<f32>, w: Vec<f32>, bias: f32| {
+        let k = x.len();
+        let mut out = Tensor::zeros(&[1, 1]);
+        naive::matmul_bias_nt_bf16_pairs(
+            out.view_mut(),
+            t(x, &[1, k]).view(),
+            t(w, &[1, k]).view(),
+            t(vec![bias], &[1]).view(),
+        )
+        .unwrap();
+        out.as_slice()[0]
+    };
+    // Pair 0 makes acc = 1 (odd 0, even 1); pair 1: odd 2²⁴ then even 1 -> 2²⁴ (ties to even);
+    // even 2²⁴ after odd 1 -> 2 + 2²⁴ exactly.
+    assert_eq!(run(vec![1.0, 0.0, 1.0, two24], vec![1.0; 4], 0.0), two24);
+    assert_eq!(
+        run(vec![1.0, 0.0, two24, 1.0], vec![1.0; 4], 0.0),
+        two24 + 2.0
+    );
+    // Odd K: the last pair's odd half is a zero.
+    assert_eq!(run(vec![1.5, -2.0, 3.0], vec![2.0, 1.0, 1.0], 0.25), 4.25);
 }

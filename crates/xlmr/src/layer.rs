@@ -43,7 +43,7 @@ impl LinearWeight {
             }
         };
         LinearWeight::Float(
-            PackedMatrix::pack_b_as(w, GemmKernel::detect(), format)
+            PackedMatrix::pack_b_as(w, GemmKernel::detect_for(format), format)
                 .expect("a checked [out, in] weight packs"),
         )
     }

@@ -726,7 +726,9 @@ fn copy_row(dst: &mut [f32; NR], src: &[f32; NR]) {
     for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
         let v: [f32; 4] = s.try_into().expect("4 values");
         // A fixed-size store: one vector move.
-        <&mut [f32; 4]>::try_from(d).expect("4 values").clone_from(&v);
+        <&mut [f32; 4]>::try_from(d)
+            .expect("4 values")
+            .clone_from(&v);
     }
 }
 

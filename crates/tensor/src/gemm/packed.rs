@@ -44,7 +44,7 @@ use rayon::prelude::*;
 
 use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
-use super::kernels::x86::{Avx2Kernel, Avx512Kernel};
+use super::kernels::x86::{Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
 pub use super::kernels::PanelFormat;
 use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use super::panel_memory::PanelMemory;
@@ -70,6 +70,10 @@ const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmKernel {
+    /// AVX-512 BF16: `vdpbf16ps` on pairs of k, 12 x 32 register tile; bf16 panels only
+    /// ([`PanelFormat::Bf16`]), and its own order of operations: per pair, the odd k's product
+    /// is added, then the even one's, denormals flushed (see [`naive::matmul_bias_nt_bf16_pairs`](super::naive::matmul_bias_nt_bf16_pairs)).
+    Avx512Bf16,
     /// AVX-512F, 12 x 32 register tile.
     Avx512,
     /// AVX2 + FMA, 6 x 16 register tile.
@@ -79,14 +83,51 @@ pub enum GemmKernel {
 }
 
 impl GemmKernel {
-    /// The fastest kernel this CPU supports.
+    /// The fastest kernel this CPU supports for f32 (and f16) panels.
     pub fn detect() -> GemmKernel {
         Self::supported()[0]
+    }
+
+    /// The kernel for panels in `format` on this CPU: [`Self::detect`]'s, except that bf16
+    /// panels get `vdpbf16ps` ([`GemmKernel::Avx512Bf16`]) where the CPU has it and it is
+    /// the faster: not on Intel's Xeons, where it multiplies half as many pairs per second as
+    /// the FMA (60 against 120 GMAC/s per core on the AVX-512 BF16 Xeon here, 2026-11-27),
+    /// so the FMA kernel on bf16 panels is faster. `KOEMBED_VDPBF16PS=1` (or `0`) overrides.
+    pub fn detect_for(format: PanelFormat) -> GemmKernel {
+        let pairs = GemmKernel::Avx512Bf16;
+        if format == PanelFormat::Bf16 && pairs.is_supported() && pairs_are_faster() {
+            pairs
+        } else {
+            Self::detect()
+        }
+    }
+
+    /// The panel formats the kernel multiplies.
+    pub fn formats(self) -> &'static [PanelFormat] {
+        match self {
+            GemmKernel::Avx512Bf16 => &[PanelFormat::Bf16],
+            _ => &[PanelFormat::F32, PanelFormat::F16, PanelFormat::Bf16],
+        }
+    }
+
+    /// Every kernel this CPU supports for panels in `format`, fastest first.
+    pub fn supported_for(format: PanelFormat) -> Vec<GemmKernel> {
+        [
+            GemmKernel::Avx512Bf16,
+            GemmKernel::Avx512,
+            GemmKernel::Avx2,
+            GemmKernel::Portable,
+        ]
+        .into_iter()
+        .filter(|k| k.formats().contains(&format) && k.is_supported())
+        .collect()
     }
 
     /// Whether this CPU can run the kernel.
     pub fn is_supported(self) -> bool {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx512Bf16 => Avx512Bf16Kernel::new().is_some(),
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512 => Avx512Kernel::new().is_some(),
             #[cfg(target_arch = "x86_64")]
@@ -97,20 +138,28 @@ impl GemmKernel {
         }
     }
 
-    /// Every kernel this CPU supports, fastest first (never empty: ends with `Portable`).
+    /// Every kernel this CPU supports for f32 panels, fastest first (never empty: ends with
+    /// `Portable`).
     pub fn supported() -> Vec<GemmKernel> {
-        [GemmKernel::Avx512, GemmKernel::Avx2, GemmKernel::Portable]
-            .into_iter()
-            .filter(|k| k.is_supported())
-            .collect()
+        Self::supported_for(PanelFormat::F32)
     }
 
-    /// (MR, NR, K block) of the kernel for a K: the packed layout.
+    /// Panel values per K step: 2 for the kernels that multiply pairs of k.
+    fn step_values(self) -> usize {
+        match self {
+            GemmKernel::Avx512Bf16 => 2,
+            _ => 1,
+        }
+    }
+
+    /// (MR, NR, K block in steps) of the kernel for a K: the packed layout.
     fn shape(self, k: usize) -> (usize, usize, usize) {
         fn of<K: MicroKernel>(k: usize) -> (usize, usize, usize) {
             (K::MR, K::NR, K::k_block(k))
         }
         match self {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx512Bf16 => of::<Avx512Bf16Kernel>(k.div_ceil(2)),
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512 => of::<Avx512Kernel>(k),
             #[cfg(target_arch = "x86_64")]
@@ -118,6 +167,32 @@ impl GemmKernel {
             #[allow(unreachable_patterns)]
             _ => of::<PortableKernel>(k),
         }
+    }
+}
+
+/// Whether `vdpbf16ps` beats the FMA on this CPU (see [`GemmKernel::detect_for`]): by the
+/// variable `KOEMBED_VDPBF16PS` when set, else on every vendor but Intel (AMD's Zen 4 and 5
+/// issue it at the FMA's rate with twice the products, by AMD's documentation; not measured
+/// here).
+fn pairs_are_faster() -> bool {
+    match std::env::var("KOEMBED_VDPBF16PS").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => !cpu_vendor_is_intel(),
+    }
+}
+
+fn cpu_vendor_is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Leaf 0 exists on every x86-64 CPU.
+        let id = std::arch::x86_64::__cpuid(0);
+        // "GenuineIntel" in EBX, EDX, ECX.
+        id.ebx == 0x756e_6547 && id.edx == 0x4965_6e69 && id.ecx == 0x6c65_746e
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -141,11 +216,16 @@ pub struct PackedMatrix {
     format: PanelFormat,
     n: usize,
     k: usize,
+    /// K steps of the kernel: K, or K/2 rounded up for a kernel of k pairs.
+    steps: usize,
+    /// Panel values per step (1, or 2 for pairs).
+    step_values: usize,
     /// N rounded up to NR.
     n_pad: usize,
     nr: usize,
+    /// K block, in steps.
     kc: usize,
-    /// The panels: `K · n_pad` values of the format's type.
+    /// The panels: `steps · n_pad · step_values` values of the format's type.
     panels: PanelMemory,
 }
 
@@ -188,7 +268,19 @@ impl PackedMatrix {
                 message: format!("GEMM kernel {kernel:?} is not supported by this CPU"),
             });
         }
+        if !kernel.formats().contains(&format) {
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                message: format!(
+                    "GEMM kernel {kernel:?} does not multiply {} panels",
+                    format.name()
+                ),
+            });
+        }
         let data = w.as_slice();
+        if kernel.step_values() == 2 {
+            return Ok(Self::pack_pairs_bf16(data, n, k, kernel));
+        }
         Ok(match format {
             PanelFormat::F32 => Self::pack_strided_as::<f32>(data, n, k, k, 1, kernel),
             PanelFormat::F16 => Self::pack_strided_as::<half::f16>(data, n, k, k, 1, kernel),
@@ -229,6 +321,8 @@ impl PackedMatrix {
             format: E::FORMAT,
             n,
             k,
+            steps: k,
+            step_values: 1,
             n_pad,
             nr,
             kc,
@@ -281,6 +375,73 @@ impl PackedMatrix {
         matrix
     }
 
+    /// Packs `w[N, K]` (row-major) as bf16 pairs: per K step p and column j, the values of
+    /// k = 2p and 2p + 1 side by side (`vdpbf16ps`'s operand), a zero for the odd K's last.
+    fn pack_pairs_bf16(data: &[f32], n: usize, k: usize, kernel: GemmKernel) -> PackedMatrix {
+        let (_, nr, kc) = kernel.shape(k);
+        let steps = k.div_ceil(2);
+        let n_pad = n.div_ceil(nr) * nr;
+        let len = steps * n_pad * 2;
+        let panels = PanelMemory::zeroed(len * std::mem::size_of::<half::bf16>());
+        let mut matrix = PackedMatrix {
+            kernel,
+            format: PanelFormat::Bf16,
+            n,
+            k,
+            steps,
+            step_values: 2,
+            n_pad,
+            nr,
+            kc,
+            panels,
+        };
+        let packed = matrix.data_mut::<half::bf16>();
+        let mut s0 = 0;
+        while s0 < steps {
+            let kcb = kc.min(steps - s0);
+            let block = &mut packed[s0 * n_pad * 2..(s0 + kcb) * n_pad * 2];
+            // Gather the block's 2·kcb k values (fewer at an odd K's end) as f32, then
+            // interleave the pairs while rounding.
+            let pack_panel = |scratch: &mut Vec<f32>, (jp, panel): (usize, &mut [half::bf16])| {
+                let k_values = (2 * kcb).min(k - 2 * s0);
+                scratch.clear();
+                scratch.resize(2 * kcb * nr, 0.0);
+                let source = PanelSource {
+                    nr,
+                    cols: nr.min(n - jp * nr),
+                    k0: 2 * s0,
+                    kcb: k_values,
+                    n0: jp * nr,
+                    row_stride: k,
+                    col_stride: 1,
+                };
+                gather_panel(scratch, data, source);
+                for p in 0..kcb {
+                    for j in 0..nr {
+                        for h in 0..2 {
+                            panel[(p * nr + j) * 2 + h] =
+                                half::bf16::from_f32(scratch[(2 * p + h) * nr + j]);
+                        }
+                    }
+                }
+            };
+            if n_pad * kcb * 2 >= PAR_PACK_MIN {
+                block
+                    .par_chunks_exact_mut(kcb * nr * 2)
+                    .enumerate()
+                    .for_each_init(Vec::new, pack_panel);
+            } else {
+                let mut scratch = Vec::new();
+                block
+                    .chunks_exact_mut(kcb * nr * 2)
+                    .enumerate()
+                    .for_each(|panel| pack_panel(&mut scratch, panel));
+            }
+            s0 += kcb;
+        }
+        matrix
+    }
+
     /// Output features N (rows of the original `w`).
     pub fn n(&self) -> usize {
         self.n
@@ -306,21 +467,25 @@ impl PackedMatrix {
         self.panels.len()
     }
 
-    /// The packed data: `K · n_pad` values of `E`.
+    /// The packed data: `steps · n_pad · step_values` values of `E`.
     fn data<E: PanelElem>(&self) -> &[E] {
         assert_eq!(E::FORMAT, self.format, "panels read in another format");
-        self.panels.as_slice(self.k * self.n_pad)
+        self.panels
+            .as_slice(self.steps * self.n_pad * self.step_values)
     }
 
     /// [`Self::data`], writable (used only while packing).
     fn data_mut<E: PanelElem>(&mut self) -> &mut [E] {
         assert_eq!(E::FORMAT, self.format, "panels written in another format");
-        self.panels.as_mut_slice(self.k * self.n_pad)
+        self.panels
+            .as_mut_slice(self.steps * self.n_pad * self.step_values)
     }
 
-    /// Panel `jp` of the K block starting at `k0` with length `kcb`: `kcb · NR` values.
+    /// Panel `jp` of the K block starting at step `k0` with `kcb` steps: `kcb · NR` steps'
+    /// values.
     fn panel<E: PanelElem>(&self, k0: usize, kcb: usize, jp: usize) -> &[E] {
-        &self.data::<E>()[k0 * self.n_pad + jp * kcb * self.nr..][..kcb * self.nr]
+        let sv = self.step_values;
+        &self.data::<E>()[(k0 * self.n_pad + jp * kcb * self.nr) * sv..][..kcb * self.nr * sv]
     }
 }
 
@@ -341,6 +506,38 @@ fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
         out.par_chunks_exact_mut(k.max(1))
             .enumerate()
             .for_each(round_row);
+    }
+    out
+}
+
+/// Rows `0..m` of `x` (row stride `lda`, `k` values each) as bf16 pairs, row stride
+/// `k.div_ceil(2)`: step p of a row holds bf16(x[2p]) in its low half and bf16(x[2p + 1]) (0
+/// past K) in its high half, stored as the bits of an f32.
+fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
+    let steps = k.div_ceil(2);
+    let mut out = vec![0.0f32; m * steps];
+    let pair_row = |(i, dst): (usize, &mut [f32])| {
+        let row = &x[i * lda..i * lda + k];
+        // Whole pairs without a branch, so that the loop vectorises; then an odd K's last.
+        let pairs = row.chunks_exact(2);
+        let last = pairs.remainder().first().copied();
+        for (d, pair) in dst.iter_mut().zip(pairs) {
+            let lo = round_to_bf16(pair[0]).to_bits() >> 16;
+            let hi = round_to_bf16(pair[1]).to_bits();
+            *d = f32::from_bits(hi | lo);
+        }
+        if let Some(v) = last {
+            dst[steps - 1] = f32::from_bits(round_to_bf16(v).to_bits() >> 16);
+        }
+    };
+    if m * k < PAR_MIN_FMAS / 4 {
+        out.chunks_exact_mut(steps.max(1))
+            .enumerate()
+            .for_each(pair_row);
+    } else {
+        out.par_chunks_exact_mut(steps.max(1))
+            .enumerate()
+            .for_each(pair_row);
     }
     out
 }
@@ -584,9 +781,21 @@ impl Call<'_> {
         match self.w.format {
             PanelFormat::F32 => self.dispatch_kernel::<f32>(out),
             PanelFormat::F16 => self.dispatch_kernel::<half::f16>(out),
+            PanelFormat::Bf16 if self.w.step_values == 2 => {
+                // The pair kernel's operand: per row, K/2 steps of two bf16 (as the bits of
+                // an f32, which the driver moves but never computes with).
+                let pairs = bf16_pairs(self.x, self.m, self.k, self.lda);
+                let call = Call {
+                    x: &pairs,
+                    lda: self.w.steps,
+                    k: self.w.steps,
+                    ..*self
+                };
+                call.dispatch_kernel::<half::bf16>(out)
+            }
             PanelFormat::Bf16 => {
-                // bf16 compute: the activations are rounded to bf16 like the weights (what a
-                // `vdpbf16ps` kernel would multiply), the products accumulate in f32.
+                // bf16 compute: the activations are rounded to bf16 like the weights, the
+                // products accumulate in f32.
                 let rounded = round_rows_to_bf16(self.x, self.m, self.k, self.lda);
                 let call = Call {
                     x: &rounded,
@@ -600,6 +809,10 @@ impl Call<'_> {
 
     fn dispatch_kernel<E: PanelElem>(&self, out: &mut [f32]) {
         match self.w.kernel {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx512Bf16 => {
+                self.run::<_, E>(Avx512Bf16Kernel::new().unwrap_or_else(missing), out)
+            }
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512 => {
                 self.run::<_, E>(Avx512Kernel::new().unwrap_or_else(missing), out)

@@ -478,6 +478,26 @@ unsafe fn tile_avx512<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Av
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
         }
+        store_tile_avx512(acc, c, ldc, bias, gelu);
+    }
+}
+
+/// The epilogue of an MR x 32 tile of sums: + bias, GELU (with a bias only, as the driver
+/// asks), stored to C's rows.
+///
+/// # Safety
+/// AVX-512F + FMA; `c + i·ldc .. + 32` writable for i < MR; `bias` null or 32 readable f32.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn store_tile_avx512<const MR: usize>(
+    mut acc: [[__m512; 2]; MR],
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
+    gelu: bool,
+) {
+    // SAFETY: the contract above; unaligned loads and stores.
+    unsafe {
         if !bias.is_null() {
             let bias0 = _mm512_loadu_ps(bias);
             let bias1 = _mm512_loadu_ps(bias.add(16));
@@ -504,6 +524,180 @@ unsafe fn tile_avx512<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Av
             _mm512_storeu_ps(c.add(i * ldc), row[0]);
             _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
         }
+    }
+}
+
+/// Proof that the CPU has AVX-512F, AVX-512 BF16 and FMA, and that the AVX-512 kernels are
+/// enabled (see [`crate::avx512_enabled`]).
+///
+/// Its K steps are pairs of k: A's "f32" elements are two bf16 (k = 2p low, 2p + 1 high, as
+/// `bf16_pairs` in the driver writes them) and a bf16 panel holds, per step and column, the
+/// same two k side by side. `vdpbf16ps` then adds both products into each f32 lane: the odd
+/// k's first, then the even one's, each rounded to nearest even, with denormal inputs and
+/// results flushed to zero (Intel SDM; checked on hardware, see `naive::matmul_bias_nt_bf16_pairs`).
+/// The products of two bf16 are exact in f32, so no other rounding happens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Bf16Kernel(());
+
+impl Avx512Bf16Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        (crate::avx512_enabled() && is_x86_feature_detected!("avx512bf16"))
+            .then_some(Avx512Bf16Kernel(()))
+    }
+}
+
+impl MicroKernel for Avx512Bf16Kernel {
+    const MR: usize = MR_AVX512;
+    const NR: usize = 32;
+    // 128 bytes of panel per step, as for f32: the same K block in steps covers twice the k.
+    const KC: usize = 192;
+    const KC_WHOLE: usize = 192; // K = 384 in one block
+    const MC: usize = 192;
+
+    unsafe fn tile<E: PanelElem>(
+        self,
+        k: usize,
+        a: *const f32,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        let t = Avx512Tile {
+            k,
+            a,
+            a_row: 1,
+            a_col: MR_AVX512,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+            prefetch,
+        };
+        // SAFETY: holding `self` proves AVX-512F + BF16 + FMA; the pointer contract is the
+        // caller's, with panels of bf16 pairs (checked in `tile_avx512_bf16_with`).
+        unsafe { tile_avx512_bf16_with(MR_AVX512, t) }
+    }
+
+    unsafe fn tile_rows<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        let t = Avx512Tile {
+            k,
+            a,
+            a_row: lda,
+            a_col: 1,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+            prefetch,
+        };
+        // SAFETY: as for `tile`, with A's rows in place (the `tile_rows` contract).
+        unsafe { tile_avx512_bf16_with(rows, t) }
+    }
+}
+
+/// [`tile_avx512_bf16`] with the row count (1..=MR) made a constant once per tile.
+///
+/// # Safety
+/// As [`tile_avx512_bf16`] with MR = `rows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16,fma")]
+unsafe fn tile_avx512_bf16_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
+    assert!(
+        E::FORMAT == PanelFormat::Bf16,
+        "the vdpbf16ps kernel multiplies bf16 panels only"
+    );
+    // SAFETY: forwarded from this function's contract, with MR = rows.
+    unsafe {
+        match rows {
+            12 => tile_avx512_bf16::<12, E>(t),
+            11 => tile_avx512_bf16::<11, E>(t),
+            10 => tile_avx512_bf16::<10, E>(t),
+            9 => tile_avx512_bf16::<9, E>(t),
+            8 => tile_avx512_bf16::<8, E>(t),
+            7 => tile_avx512_bf16::<7, E>(t),
+            6 => tile_avx512_bf16::<6, E>(t),
+            5 => tile_avx512_bf16::<5, E>(t),
+            4 => tile_avx512_bf16::<4, E>(t),
+            3 => tile_avx512_bf16::<3, E>(t),
+            2 => tile_avx512_bf16::<2, E>(t),
+            1 => tile_avx512_bf16::<1, E>(t),
+            _ => panic!("AVX-512 BF16 tile: {rows} rows, expected 1..={MR_AVX512}"),
+        }
+    }
+}
+
+/// One MR x 32 register tile of `vdpbf16ps` over `k` steps (pairs of k).
+///
+/// # Safety
+/// AVX-512F + BF16 + FMA; the [`MicroKernel::tile`] pointer contract with MR <= 12 rows,
+/// NR = 32, a step being a pair: A's elements (the bits of two bf16) readable at
+/// a + i·a_row + p·a_col, and `b` holding k·64 bf16 (per step, 32 columns x 2).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16,fma")]
+unsafe fn tile_avx512_bf16<const MR: usize, E: PanelElem>(t: Avx512Tile<E>) {
+    let Avx512Tile {
+        k,
+        a,
+        a_row,
+        a_col,
+        b,
+        c,
+        ldc,
+        accumulate,
+        bias,
+        gelu,
+        prefetch,
+    } = t;
+    let b = b as *const u16;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    // SAFETY (whole body): every offset stays inside the contract's regions: c + i·ldc
+    // + {0, 16} .. +16 for i < MR, a + i·a_row + p·a_col for p < k and i < MR, b + p·64 +
+    // {0, 32} .. +32 for p < k. Loads and stores are unaligned; a prefetch never faults.
+    unsafe {
+        if accumulate {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_loadu_ps(c.add(i * ldc));
+                row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+        }
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
+        for p in 0..k {
+            if !prefetch.is_null() {
+                let ahead = prefetch.wrapping_add(p * 128);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64) as *const i8);
+            }
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 64).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 64 + 32).cast()));
+            for (i, row) in acc.iter_mut().enumerate() {
+                // The pair's 32 bits in every lane (a broadcast moves bits, never rounds).
+                let ai: __m512bh = std::mem::transmute(_mm512_set1_ps(*rows[i].add(p * a_col)));
+                row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+            }
+        }
+        store_tile_avx512(acc, c, ldc, bias, gelu);
     }
 }
 
