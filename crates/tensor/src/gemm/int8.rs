@@ -197,6 +197,13 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     /// `out[i][j] = dequantize(acc[i][j], ...)`.
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
 
+    /// The sums a tile starts from, per column, given the column's `Σ_k q_w` (the VNNI
+    /// kernel's correction; 0 by default).
+    fn acc_start(col_sums: &[i32; NR]) -> [i32; NR] {
+        let _ = col_sums;
+        [0; NR]
+    }
+
     /// The unsigned byte the kernel multiplies for an activation value `q` (into
     /// [`Int8Tile::a_u8`]): `|q|` by default (the AVX2 kernel moves q's sign onto the weight).
     fn unsigned_operand(q: i8) -> u8 {
@@ -281,6 +288,8 @@ pub struct QuantizedMatrix {
     panels: PanelMemory,
     /// `scale_w[j]` for j < n_pad (0 past N).
     scales: Vec<f32>,
+    /// `Σ_k q_w[j, k]` for j < n_pad (0 past N).
+    col_sums: Vec<i32>,
 }
 
 impl std::fmt::Debug for QuantizedMatrix {
@@ -377,6 +386,7 @@ impl QuantizedMatrix {
                 message: format!("w[{j}, {c}] = {} is not finite", row[c]),
             });
         }
+        let col_sums = column_sums(panels.as_slice::<i8>(len), k_pad, n_pad);
         Ok(QuantizedMatrix {
             kernel,
             n,
@@ -385,6 +395,7 @@ impl QuantizedMatrix {
             n_pad,
             panels,
             scales,
+            col_sums,
         })
     }
 
@@ -403,9 +414,11 @@ impl QuantizedMatrix {
         self.kernel
     }
 
-    /// Bytes held: the int8 panels (padding included) and the f32 scales.
+    /// Bytes held: the int8 panels (padding included), the f32 scales and the column sums.
     pub fn memory_bytes(&self) -> usize {
-        self.panels.len() + self.scales.len() * std::mem::size_of::<f32>()
+        self.panels.len()
+            + self.scales.len() * std::mem::size_of::<f32>()
+            + self.col_sums.len() * std::mem::size_of::<i32>()
     }
 
     /// Panel `jp`: columns `jp·NR ..`, `k_pad · NR` bytes.
@@ -413,6 +426,30 @@ impl QuantizedMatrix {
         &self.panels.as_slice::<i8>(self.n_pad * self.k_pad)[jp * self.k_pad * NR..]
             [..self.k_pad * NR]
     }
+}
+
+/// `Σ_k q_w[j, k]` of every column of the packed panels (|sum| <= 127·K: no overflow).
+fn column_sums(packed: &[i8], k_pad: usize, n_pad: usize) -> Vec<i32> {
+    let panel_sums = |panel: &[i8]| -> [i32; NR] {
+        let mut sums = [0i32; NR];
+        for quads in panel.chunks_exact(4 * NR) {
+            for (sum, quad) in sums.iter_mut().zip(quads.chunks_exact(4)) {
+                *sum += quad.iter().map(|&v| v as i32).sum::<i32>();
+            }
+        }
+        sums
+    };
+    let per_panel: Vec<[i32; NR]> = if k_pad == 0 {
+        return vec![0; n_pad];
+    } else if packed.len() >= PAR_MIN_QUANTIZE {
+        packed
+            .par_chunks_exact(k_pad * NR)
+            .map(panel_sums)
+            .collect()
+    } else {
+        packed.chunks_exact(k_pad * NR).map(panel_sums).collect()
+    };
+    per_panel.into_iter().flatten().collect()
 }
 
 /// `out[M,N] = epilogue(x[M,K] · wᵀ + bias[N])` in int8 with `w` from
@@ -648,8 +685,9 @@ impl Call<'_> {
         for jp in panels.clone() {
             let j0 = jp * NR;
             let panel = self.w.panel(jp);
-            // Element by element: `fill` with a 256-byte value is a memcpy call per tile.
-            acc.iter_mut().flatten().flatten().for_each(|v| *v = 0);
+            let start = Kr::acc_start(self.w.col_sums[j0..j0 + NR].try_into().expect("NR sums"));
+            // Row by row: `fill` with a 256-byte value is a memcpy call per tile.
+            acc.iter_mut().flatten().for_each(|row| *row = start);
             // K blocks: the block of the panel stays in L1 while the block's rows pass by.
             let mut k0 = 0;
             while k0 < k_pad {

@@ -169,10 +169,10 @@ unsafe fn finish_avx2(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f
 /// # Why no correction is lost
 /// `vpdpbusd` multiplies unsigned bytes by signed bytes and adds each group of 4 products
 /// into an i32 lane with no intermediate saturation. The unsigned operand is `x + 128` (in
-/// 1..=255, since x >= -127), so a lane sums `Σ (x + 128)·w = Σ x·w + 128·Σ w`, and the kernel
-/// subtracts `128·Σ w` over the K block, which it sums from the same panel bytes (one more
-/// `vpdpbusd`, with bytes of 1, per quad). Every step is i32 arithmetic modulo 2³², and the true
-/// result fits i32 (|Σ x·w| <= 127²·K, see `MAX_K`), so it comes out exact even where an
+/// 1..=255, since x >= -127), so a lane sums `Σ (x + 128)·w = Σ x·w + 128·Σ w`, and a tile's
+/// sums start from `-128·Σ w` over the whole K (the column sums, computed once at quantize
+/// time: [`Int8MicroKernel::acc_start`]). Every step is i32 arithmetic modulo 2³², and the
+/// true result fits i32 (|Σ x·w| <= 127²·K, see `MAX_K`), so it comes out exact even where an
 /// intermediate sum wraps: the same bits as the AVX2 and portable kernels.
 ///
 /// # Per k quad
@@ -196,6 +196,10 @@ impl Int8MicroKernel for Avx512VnniInt8Kernel {
     fn unsigned_operand(q: i8) -> u8 {
         // x + 128 for x in -127..=127: flipping the sign bit of the two's complement byte.
         (q as u8) ^ 0x80
+    }
+
+    fn acc_start(col_sums: &[i32; NR]) -> [i32; NR] {
+        col_sums.map(|s| s.wrapping_mul(-128))
     }
 
     fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]) {
@@ -233,12 +237,10 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
     kcb: usize,
     acc_out: &mut [[i32; NR]; MR],
 ) {
-    let ones = _mm512_set1_epi8(1);
     // SAFETY: each acc row is [i32; 16]: one 16-lane load.
     let mut acc: [__m512i; MR] =
         std::array::from_fn(|i| unsafe { _mm512_loadu_si512(acc_out[i].as_ptr().cast()) });
     let mut acc_odd = [_mm512_setzero_si512(); MR];
-    let mut col_sums = _mm512_setzero_si512();
     let a: [*const u8; MR] = std::array::from_fn(|i| t.a_u8[i * t.lda..].as_ptr());
     let b = t.b.as_ptr();
     let quads = kcb / 4;
@@ -252,8 +254,6 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
             }
             let b0 = _mm512_loadu_si512(b.add(4 * q * NR).cast());
             let b1 = _mm512_loadu_si512(b.add(4 * (q + 1) * NR).cast());
-            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b0);
-            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b1);
             for i in 0..MR {
                 let x0 = _mm512_set1_epi32(a[i].add(4 * q).cast::<i32>().read_unaligned());
                 let x1 = _mm512_set1_epi32(a[i].add(4 * q + 4).cast::<i32>().read_unaligned());
@@ -266,16 +266,14 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
         let q = quads - 1;
         unsafe {
             let b0 = _mm512_loadu_si512(b.add(4 * q * NR).cast());
-            col_sums = _mm512_dpbusd_epi32(col_sums, ones, b0);
             for i in 0..MR {
                 let x0 = _mm512_set1_epi32(a[i].add(4 * q).cast::<i32>().read_unaligned());
                 acc[i] = _mm512_dpbusd_epi32(acc[i], x0, b0);
             }
         }
     }
-    let offset = _mm512_slli_epi32::<7>(col_sums);
     for ((row, v), odd) in acc_out.iter_mut().zip(acc).zip(acc_odd) {
-        let sum = _mm512_sub_epi32(_mm512_add_epi32(v, odd), offset);
+        let sum = _mm512_add_epi32(v, odd);
         // SAFETY: each acc row is [i32; 16]: one 16-lane store.
         unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), sum) };
     }
