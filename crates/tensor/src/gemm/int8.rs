@@ -197,6 +197,31 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     /// `out[i][j] = dequantize(acc[i][j], ...)`.
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
 
+    /// [`Self::finish`] into the output: row i to `dst[i]` (if any), plus `residual[i]` (if
+    /// any). SIMD kernels store from registers, instead of a copy per row.
+    fn finish_into(
+        self,
+        acc: &[[i32; NR]; MR],
+        e: &Int8Epilogue<'_>,
+        dst: [Option<&mut [f32; NR]>; MR],
+        residual: [Option<&[f32; NR]>; MR],
+    ) {
+        let mut values = [[0.0f32; NR]; MR];
+        self.finish(acc, e, &mut values);
+        for ((d, r), v) in dst.into_iter().zip(residual).zip(&values) {
+            if let Some(d) = d {
+                match r {
+                    Some(r) => {
+                        for ((d, &v), &s) in d.iter_mut().zip(v).zip(r) {
+                            *d = v + s;
+                        }
+                    }
+                    None => copy_row(d, v),
+                }
+            }
+        }
+    }
+
     /// The sums a tile starts from, per column, given the column's `Σ_k q_w` (the VNNI
     /// kernel's correction; 0 by default).
     fn acc_start(col_sums: &[i32; NR]) -> [i32; NR] {
@@ -731,6 +756,23 @@ impl Call<'_> {
                     bias,
                     gelu: self.gelu,
                 };
+                if cols == NR {
+                    // A whole tile width: the kernel stores its live rows itself.
+                    let live = MR.min(self.m - r0);
+                    let dst: [Option<&mut [f32; NR]>; MR] = std::array::from_fn(|i| {
+                        (i < live).then(|| {
+                            // SAFETY: row r0 + i < M, columns j0..j0 + NR <= N: inside the
+                            // output and this task's region (see the contract); each row once.
+                            unsafe { &mut *(out.0.add((r0 + i) * n + j0) as *mut [f32; NR]) }
+                        })
+                    });
+                    let residual: [Option<&[f32; NR]>; MR] = std::array::from_fn(|i| {
+                        let r = self.residual.filter(|_| i < live)?;
+                        Some(r[(r0 + i) * n + j0..][..NR].try_into().expect("NR values"))
+                    });
+                    kr.finish_into(tile_acc, &e, dst, residual);
+                    continue;
+                }
                 let mut values = [[0.0f32; NR]; MR];
                 kr.finish(tile_acc, &e, &mut values);
                 for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {

@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use crate::gemm::int8::{quantize_activation_row, Int8Epilogue, Int8MicroKernel, Int8Tile, MR, NR};
-use crate::ops::gelu_f32::x86::gelu_avx2;
+use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
 
 /// Proof that the CPU has AVX2 and FMA (the vector GELU uses FMA).
 #[derive(Clone, Copy, Debug)]
@@ -163,7 +163,7 @@ unsafe fn finish_avx2(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f
     }
 }
 
-/// Proof that the CPU has AVX-512F, AVX-512 VNNI, AVX2 and FMA (the epilogue is the AVX2 one)
+/// Proof that the CPU has AVX-512F, AVX-512 VNNI, AVX2 and FMA
 /// and that the AVX-512 kernels are enabled (see [`crate::avx512_enabled`]).
 ///
 /// # Why no correction is lost
@@ -217,13 +217,104 @@ impl Int8MicroKernel for Avx512VnniInt8Kernel {
     }
 
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
-        // SAFETY: holding `self` proves AVX2 + FMA; all operands are fixed-size arrays.
-        unsafe { finish_avx2(acc, e, out) }
+        // SAFETY: holding `self` proves AVX-512F + FMA; all operands are fixed-size arrays.
+        unsafe { finish_avx512(acc, e, out) }
+    }
+
+    fn finish_into(
+        self,
+        acc: &[[i32; NR]; MR],
+        e: &Int8Epilogue<'_>,
+        dst: [Option<&mut [f32; NR]>; MR],
+        residual: [Option<&[f32; NR]>; MR],
+    ) {
+        // SAFETY: holding `self` proves AVX-512F + FMA; all operands are fixed-size arrays.
+        unsafe { finish_into_avx512(acc, e, dst, residual) }
     }
 
     fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
-        // SAFETY: holding `self` proves AVX2; the function reads and writes only its slices.
-        unsafe { quantize_row_avx2::<Self>(row, q, q_u8) }
+        // SAFETY: holding `self` proves AVX-512F; the function reads and writes only its
+        // slices.
+        unsafe { quantize_row_avx512::<Self>(row, q, q_u8) }
+    }
+}
+
+/// [`quantize_row_avx2`] compiled 16 lanes wide.
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_row_avx512<Kr: Int8MicroKernel>(
+    row: &[f32],
+    q: &mut [i8],
+    q_u8: &mut [u8],
+) -> f32 {
+    quantize_activation_row(row, q, q_u8, Kr::unsigned_operand)
+}
+
+/// [`finish_avx2`] a whole tile row per vector: the same operations lane by lane (separate
+/// multiply and add, the vector GELU that is bit for bit `gelu_erf_f32`), so the same bits.
+///
+/// # Safety
+/// AVX-512F + FMA.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn finish_avx512(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
+    // SAFETY: AVX-512F + FMA (contract); every store is of a whole [f32; 16] array.
+    unsafe {
+        for (out_row, v_row) in out.iter_mut().zip(values_avx512(acc, e)) {
+            _mm512_storeu_ps(out_row.as_mut_ptr(), v_row);
+        }
+    }
+}
+
+/// `Int8MicroKernel::finish_into` from registers.
+///
+/// # Safety
+/// AVX-512F + FMA.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn finish_into_avx512(
+    acc: &[[i32; NR]; MR],
+    e: &Int8Epilogue<'_>,
+    dst: [Option<&mut [f32; NR]>; MR],
+    residual: [Option<&[f32; NR]>; MR],
+) {
+    // SAFETY: AVX-512F + FMA (contract); every load and store is of a whole [f32; 16] array.
+    unsafe {
+        for ((d, r), v) in dst.into_iter().zip(residual).zip(values_avx512(acc, e)) {
+            if let Some(d) = d {
+                let v = match r {
+                    Some(r) => _mm512_add_ps(v, _mm512_loadu_ps(r.as_ptr())),
+                    None => v,
+                };
+                _mm512_storeu_ps(d.as_mut_ptr(), v);
+            }
+        }
+    }
+}
+
+/// The tile's output values, a row per vector (see [`finish_avx512`]).
+///
+/// # Safety
+/// AVX-512F + FMA.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn values_avx512(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>) -> [__m512; MR] {
+    // SAFETY (whole body): every load is of a whole [_; 16] array.
+    unsafe {
+        let scale = _mm512_loadu_ps(e.col_scales.as_ptr());
+        let bias = _mm512_loadu_ps(e.bias.as_ptr());
+        let v: [__m512; MR] = std::array::from_fn(|i| {
+            let c = _mm512_mul_ps(_mm512_set1_ps(e.row_scales[i]), scale);
+            let a = _mm512_cvtepi32_ps(_mm512_loadu_si512(acc[i].as_ptr().cast()));
+            _mm512_add_ps(_mm512_mul_ps(a, c), bias)
+        });
+        if e.gelu {
+            gelu_avx512(v)
+        } else {
+            v
+        }
     }
 }
 
