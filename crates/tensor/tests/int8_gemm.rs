@@ -18,9 +18,10 @@ fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
 }
 
 /// (M, K, N) from SIZES³ with at most 1M multiply-adds (the scalar twin is slow in the test
-/// profile), plus a deterministic sample of larger ones.
+/// profile), plus a deterministic sample of larger ones, plus every M from 8 to 13 (row groups
+/// of 4 taken 2, 3 or 4 to a pass over a panel, with a partial last group).
 fn shapes() -> Vec<(usize, usize, usize)> {
-    let mut v = Vec::new();
+    let mut v: Vec<(usize, usize, usize)> = (8..=13).map(|m| (m, 1025, 33)).collect();
     let mut i = 0;
     for &m in &SIZES {
         for &k in &SIZES {

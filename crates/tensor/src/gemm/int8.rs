@@ -76,6 +76,8 @@ pub(crate) const NR: usize = 16;
 /// K block (a multiple of 4): a block of a weight panel, KC·NR = 8 KB, stays in the 32 KB L1d
 /// while every row group of the task multiplies with it.
 const KC: usize = 512;
+/// Most row groups any kernel takes per pass ([`Int8MicroKernel::GROUPS`]).
+pub(crate) const MAX_GROUPS: usize = 4;
 /// Largest K whose sums cannot overflow i32: 127² · K <= i32::MAX.
 pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
 
@@ -193,6 +195,24 @@ pub(crate) struct Int8Epilogue<'a> {
 pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     /// `acc[i][j] += Σ_k a[i, k] · b[k, j]` over the tile's K block.
     fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]);
+
+    /// Row groups (of MR rows) that [`Self::accumulate_groups`] takes in one pass over a
+    /// panel block when a task has `groups` of them (1..=[`MAX_GROUPS`]).
+    fn groups_per_pass(groups: usize) -> usize {
+        let _ = groups;
+        1
+    }
+
+    /// [`Self::accumulate`] for up to [`MAX_GROUPS`] tiles over the same panel block
+    /// (`tiles[g].b` all equal, `accs.len() == tiles.len()`). A kernel with registers for
+    /// more rows reads the block once for all of them: at M = 16 the block then streams from
+    /// memory once, with 16 rows' work to hide it, instead of once for 4 rows and 3 times
+    /// from L1.
+    fn accumulate_groups(self, tiles: &[Int8Tile<'_>], accs: &mut [[[i32; NR]; MR]]) {
+        for (t, acc) in tiles.iter().zip(accs) {
+            self.accumulate(t, acc);
+        }
+    }
 
     /// `out[i][j] = dequantize(acc[i][j], ...)`.
     fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]);
@@ -718,7 +738,8 @@ impl Call<'_> {
             while k0 < k_pad {
                 let kcb = KC.min(k_pad - k0);
                 let b = &panel[k0 * NR..(k0 + kcb) * NR];
-                let tiles = acc.len();
+                let per_pass = Kr::groups_per_pass(acc.len()).clamp(1, MAX_GROUPS);
+                let passes = acc.len().div_ceil(per_pass);
                 let next_block = || {
                     if jp + 1 < panels.end {
                         self.w.panel(jp + 1)[k0 * NR..].as_ptr() as *const u8
@@ -726,22 +747,27 @@ impl Call<'_> {
                         std::ptr::null()
                     }
                 };
-                for (g, tile_acc) in acc.iter_mut().enumerate() {
-                    let a0 = (rows.start + g * MR) * k_pad + k0;
-                    let tile = Int8Tile {
-                        a: &self.a[a0..],
-                        a_u8: &self.a_u8[a0..],
-                        lda: k_pad,
-                        b,
-                        prefetch: tile_prefetch(
-                            g,
-                            tiles,
-                            b.as_ptr() as *const u8,
-                            B_PREFETCH_AHEAD_BYTES,
-                            next_block,
-                        ) as *const i8,
-                    };
-                    kr.accumulate(&tile, tile_acc);
+                for (pass, accs) in acc.chunks_mut(per_pass).enumerate() {
+                    let prefetch = tile_prefetch(
+                        pass,
+                        passes,
+                        b.as_ptr() as *const u8,
+                        B_PREFETCH_AHEAD_BYTES,
+                        next_block,
+                    ) as *const i8;
+                    let g0 = pass * per_pass;
+                    let tiles: [Int8Tile<'_>; MAX_GROUPS] = std::array::from_fn(|g| {
+                        // Past this pass's groups: a copy of its last (not passed on).
+                        let a0 = (rows.start + (g0 + g.min(accs.len() - 1)) * MR) * k_pad + k0;
+                        Int8Tile {
+                            a: &self.a[a0..],
+                            a_u8: &self.a_u8[a0..],
+                            lda: k_pad,
+                            b,
+                            prefetch,
+                        }
+                    });
+                    kr.accumulate_groups(&tiles[..accs.len()], accs);
                 }
                 k0 += kcb;
             }
