@@ -492,20 +492,31 @@ impl PackedMatrix {
 /// Rows `0..m` of `x` (row stride `lda`, `k` values each) rounded to bf16 precision (nearest,
 /// ties to even) and stored as f32, row stride `k`.
 fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; m * k];
-    let round_row = |(i, dst): (usize, &mut [f32])| {
+    rows_of(m, k, m * k, |i, dst| {
         for (d, &v) in dst.iter_mut().zip(&x[i * lda..i * lda + k]) {
             *d = round_to_bf16(v);
         }
-    };
-    if m * k < PAR_MIN_FMAS / 4 {
-        out.chunks_exact_mut(k.max(1))
+    })
+}
+
+/// `m` rows of `width` f32, row `i` written by `fill(i, row)`; on the pool's threads when the
+/// `work` (values read) is worth it.
+fn rows_of(
+    m: usize,
+    width: usize,
+    work: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * width];
+    let fill_row = |(i, row): (usize, &mut [f32])| fill(i, row);
+    if work < PAR_MIN_FMAS / 4 {
+        out.chunks_exact_mut(width.max(1))
             .enumerate()
-            .for_each(round_row);
+            .for_each(fill_row);
     } else {
-        out.par_chunks_exact_mut(k.max(1))
+        out.par_chunks_exact_mut(width.max(1))
             .enumerate()
-            .for_each(round_row);
+            .for_each(fill_row);
     }
     out
 }
@@ -515,8 +526,7 @@ fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
 /// past K) in its high half, stored as the bits of an f32.
 fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
     let steps = k.div_ceil(2);
-    let mut out = vec![0.0f32; m * steps];
-    let pair_row = |(i, dst): (usize, &mut [f32])| {
+    rows_of(m, steps, m * k, |i, dst| {
         let row = &x[i * lda..i * lda + k];
         // Whole pairs without a branch, so that the loop vectorises; then an odd K's last.
         let pairs = row.chunks_exact(2);
@@ -529,17 +539,7 @@ fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
         if let Some(v) = last {
             dst[steps - 1] = f32::from_bits(round_to_bf16(v).to_bits() >> 16);
         }
-    };
-    if m * k < PAR_MIN_FMAS / 4 {
-        out.chunks_exact_mut(steps.max(1))
-            .enumerate()
-            .for_each(pair_row);
-    } else {
-        out.par_chunks_exact_mut(steps.max(1))
-            .enumerate()
-            .for_each(pair_row);
-    }
-    out
+    })
 }
 
 /// `bf16::from_f32(v).to_f32()` without the branches, so that the loop vectorises: add half an
