@@ -148,12 +148,11 @@ fn summary(_: &mut Criterion) {
         for format in [PanelFormat::F16, PanelFormat::Bf16] {
             packed.push(PackedMatrix::pack_b_as(w.view(), GemmKernel::detect(), format).unwrap());
         }
-        // `vdpbf16ps`, where the CPU has it (whether or not it is the default for bf16).
-        if GemmKernel::Avx512Bf16.is_supported() {
-            packed.push(
-                PackedMatrix::pack_b_as(w.view(), GemmKernel::Avx512Bf16, PanelFormat::Bf16)
-                    .unwrap(),
-            );
+        // `vdpbf16ps` and AMX, where the CPU has them (whether or not the default for bf16).
+        for kernel in [GemmKernel::Avx512Bf16, GemmKernel::AmxBf16] {
+            if kernel.is_supported() {
+                packed.push(PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16).unwrap());
+            }
         }
         let outs: Vec<std::cell::RefCell<Tensor>> = (0..packed.len() + 3)
             .map(|_| std::cell::RefCell::new(Tensor::zeros(&[m, n])))

@@ -47,9 +47,14 @@ fn every_kernel_is_listed() {
     println!("supported GEMM kernels: {ks:?}");
     assert_eq!(ks.last(), Some(&GemmKernel::Portable));
     assert_eq!(GemmKernel::detect(), ks[0]);
-    // The pair kernel multiplies bf16 panels only, so it is not among the f32 kernels.
-    assert!(!ks.contains(&GemmKernel::Avx512Bf16));
-    for k in [GemmKernel::Avx512Bf16, GemmKernel::Avx512, GemmKernel::Avx2] {
+    // The pair kernels multiply bf16 panels only, so they are not among the f32 kernels.
+    assert!(!ks.contains(&GemmKernel::Avx512Bf16) && !ks.contains(&GemmKernel::AmxBf16));
+    for k in [
+        GemmKernel::AmxBf16,
+        GemmKernel::Avx512Bf16,
+        GemmKernel::Avx512,
+        GemmKernel::Avx2,
+    ] {
         if !k.is_supported() {
             let w = Tensor::zeros(&[4, 4]);
             assert!(PackedMatrix::pack_b_with_kernel(w.view(), k).is_err());
@@ -528,4 +533,121 @@ fn bf16_pair_twin_adds_the_odd_product_first() {
     );
     // Odd K: the last pair's odd half is a zero.
     assert_eq!(run(vec![1.5, -2.0, 3.0], vec![2.0, 1.0, 1.0], 0.25), 4.25);
+}
+
+/// The AMX kernel (`tdpbf16ps`). Its sums are not one f32 chain (see `kernels::amx`), so:
+/// within the f32 dot-product bound of the f64 product of the bf16-rounded inputs; exact on
+/// small integers; its own bits for a row alone or in a batch and for 1, 2 or 3 threads; the
+/// GELU and residual epilogues bit for bit on its plain result.
+#[test]
+fn amx_bf16_kernel_within_the_bound_and_invariant() {
+    use koembed_tensor::{bf16, gelu_erf_f32, matmul_packed_bias_residual, PanelFormat};
+    let kernels: Vec<GemmKernel> = GemmKernel::supported_for(PanelFormat::Bf16)
+        .into_iter()
+        .filter(|&k| k == GemmKernel::AmxBf16)
+        .collect();
+    println!("AMX kernels here: {kernels:?}");
+    let to_bf16 =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&v| bf16::from_f32(v).to_f32()).collect() };
+    let mut rng = Rng::new(24);
+    let mut cases: Vec<(usize, usize, usize)> = shapes()
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, (m, k, n))| i % 2 == 0 || m * k * n <= 100_000)
+        .map(|(_, s)| s)
+        .collect();
+    for (m, k) in [
+        (31, 383),
+        (32, 384),
+        (33, 385),
+        (64, 767),
+        (65, 768),
+        (16, 769),
+    ] {
+        cases.push((m, k, 65));
+    }
+    for kernel in kernels {
+        let pack =
+            |w: &Tensor| PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16).unwrap();
+        for &(m, k, n) in &cases {
+            let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
+            let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+            let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+            let r = t(rng.uniform_vec(m * n, -1.0, 1.0), &[m, n]);
+            let (xr, wr) = (
+                t(to_bf16(x.as_slice()), &[m, k]),
+                t(to_bf16(w.as_slice()), &[n, k]),
+            );
+            let mut want = Tensor::full(&[m, n], f32::NAN);
+            naive::matmul_bias_nt(want.view_mut(), xr.view(), wr.view(), b.view()).unwrap();
+            let p = pack(&w);
+            let what = format!("{kernel:?} m={m} k={k} n={n}");
+            let mut got = Tensor::full(&[m, n], f32::NAN);
+            matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::None).unwrap();
+            let tol = Tolerance {
+                abs: (k + 2) as f32 * f32::EPSILON / 2.0 * (0.1 * k as f32 + 1.0),
+                rel: 0.0,
+            };
+            assert_close(&what, got.as_slice(), want.as_slice(), &[m, n], tol);
+            let plain = got.as_slice().to_vec();
+            matmul_packed_bias(got.view_mut(), x.view(), &p, b.view(), Epilogue::Gelu).unwrap();
+            let gelu: Vec<f32> = plain.iter().map(|&v| gelu_erf_f32(v)).collect();
+            assert_eq!(bits(got.as_slice()), bits(&gelu), "{what} GELU");
+            matmul_packed_bias_residual(got.view_mut(), x.view(), &p, b.view(), r.view()).unwrap();
+            let plus: Vec<f32> = plain
+                .iter()
+                .zip(r.as_slice())
+                .map(|(&v, &s)| v + s)
+                .collect();
+            assert_eq!(bits(got.as_slice()), bits(&plus), "{what} residual");
+            // Rows alone, and other thread counts: the same bits.
+            for rows in [0..1, m / 2..m, m.saturating_sub(3)..m] {
+                let mut part = Tensor::full(&[rows.len(), n], f32::NAN);
+                let xs = x.view().slice_rows(rows.clone());
+                matmul_packed_bias(part.view_mut(), xs, &p, b.view(), Epilogue::None).unwrap();
+                let whole = &plain[rows.start * n..rows.end * n];
+                assert_eq!(bits(part.as_slice()), bits(whole), "{what} rows {rows:?}");
+            }
+            if m * k * n > 100_000 {
+                for threads in [1, 3] {
+                    let again = with_threads(threads, || {
+                        let mut o = Tensor::full(&[m, n], f32::NAN);
+                        matmul_packed_bias(o.view_mut(), x.view(), &p, b.view(), Epilogue::None)
+                            .unwrap();
+                        o
+                    });
+                    assert_eq!(
+                        bits(again.as_slice()),
+                        bits(&plain),
+                        "{what} {threads} threads"
+                    );
+                }
+            }
+        }
+        // Small integers: every order gives the exact sum.
+        let (m, k, n) = (37, 1025, 65);
+        let x = rng.int_vec(m * k, 4);
+        let w = rng.int_vec(n * k, 4);
+        let b = rng.int_vec(n, 100);
+        let want: Vec<f32> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                let dot: i64 = (0..k)
+                    .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
+                    .sum();
+                dot as f32 + b[j]
+            })
+            .collect();
+        let p = pack(&t(w, &[n, k]));
+        let mut got = Tensor::full(&[m, n], f32::NAN);
+        matmul_packed_bias(
+            got.view_mut(),
+            t(x, &[m, k]).view(),
+            &p,
+            t(b, &[n]).view(),
+            Epilogue::None,
+        )
+        .unwrap();
+        assert_eq!(bits(got.as_slice()), bits(&want), "{kernel:?} integers");
+    }
 }

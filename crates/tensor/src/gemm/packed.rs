@@ -42,6 +42,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::kernels::amx::AmxBf16Kernel;
 use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::x86::{Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
@@ -70,6 +72,9 @@ const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmKernel {
+    /// AMX: `tdpbf16ps` on 16 x 16 tiles over pairs of k, a 32 x 32 register tile; bf16
+    /// panels only, K padded to 32. Its sums are not one f32 chain (see `kernels::amx`).
+    AmxBf16,
     /// AVX-512 BF16: `vdpbf16ps` on pairs of k, 12 x 32 register tile; bf16 panels only
     /// ([`PanelFormat::Bf16`]), and its own order of operations: per pair, the odd k's product
     /// is added, then the even one's, denormals flushed (see [`naive::matmul_bias_nt_bf16_pairs`](super::naive::matmul_bias_nt_bf16_pairs)).
@@ -94,6 +99,9 @@ impl GemmKernel {
     /// the FMA (60 against 120 GMAC/s per core on the AVX-512 BF16 Xeon here, 2026-11-27),
     /// so the FMA kernel on bf16 panels is faster. `KOEMBED_VDPBF16PS=1` (or `0`) overrides.
     pub fn detect_for(format: PanelFormat) -> GemmKernel {
+        if format == PanelFormat::Bf16 && GemmKernel::AmxBf16.is_supported() {
+            return GemmKernel::AmxBf16;
+        }
         let pairs = GemmKernel::Avx512Bf16;
         if format == PanelFormat::Bf16 && pairs.is_supported() && pairs_are_faster() {
             pairs
@@ -105,7 +113,7 @@ impl GemmKernel {
     /// The panel formats the kernel multiplies.
     pub fn formats(self) -> &'static [PanelFormat] {
         match self {
-            GemmKernel::Avx512Bf16 => &[PanelFormat::Bf16],
+            GemmKernel::AmxBf16 | GemmKernel::Avx512Bf16 => &[PanelFormat::Bf16],
             _ => &[PanelFormat::F32, PanelFormat::F16, PanelFormat::Bf16],
         }
     }
@@ -113,6 +121,7 @@ impl GemmKernel {
     /// Every kernel this CPU supports for panels in `format`, fastest first.
     pub fn supported_for(format: PanelFormat) -> Vec<GemmKernel> {
         [
+            GemmKernel::AmxBf16,
             GemmKernel::Avx512Bf16,
             GemmKernel::Avx512,
             GemmKernel::Avx2,
@@ -126,6 +135,8 @@ impl GemmKernel {
     /// Whether this CPU can run the kernel.
     pub fn is_supported(self) -> bool {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::AmxBf16 => AmxBf16Kernel::new().is_some(),
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512Bf16 => Avx512Bf16Kernel::new().is_some(),
             #[cfg(target_arch = "x86_64")]
@@ -147,8 +158,21 @@ impl GemmKernel {
     /// Panel values per K step: 2 for the kernels that multiply pairs of k.
     fn step_values(self) -> usize {
         match self {
-            GemmKernel::Avx512Bf16 => 2,
+            GemmKernel::AmxBf16 | GemmKernel::Avx512Bf16 => 2,
             _ => 1,
+        }
+    }
+
+    /// K steps of the packed layout for a K (padded to the kernel's step multiple).
+    fn steps(self, k: usize) -> usize {
+        fn of<K: MicroKernel>(steps: usize) -> usize {
+            steps.next_multiple_of(K::STEP_MULTIPLE)
+        }
+        let steps = k.div_ceil(self.step_values());
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::AmxBf16 => of::<AmxBf16Kernel>(steps),
+            _ => steps,
         }
     }
 
@@ -159,7 +183,9 @@ impl GemmKernel {
         }
         match self {
             #[cfg(target_arch = "x86_64")]
-            GemmKernel::Avx512Bf16 => of::<Avx512Bf16Kernel>(k.div_ceil(2)),
+            GemmKernel::AmxBf16 => of::<AmxBf16Kernel>(self.steps(k)),
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::Avx512Bf16 => of::<Avx512Bf16Kernel>(self.steps(k)),
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512 => of::<Avx512Kernel>(k),
             #[cfg(target_arch = "x86_64")]
@@ -379,7 +405,7 @@ impl PackedMatrix {
     /// k = 2p and 2p + 1 side by side (`vdpbf16ps`'s operand), a zero for the odd K's last.
     fn pack_pairs_bf16(data: &[f32], n: usize, k: usize, kernel: GemmKernel) -> PackedMatrix {
         let (_, nr, kc) = kernel.shape(k);
-        let steps = k.div_ceil(2);
+        let steps = kernel.steps(k);
         let n_pad = n.div_ceil(nr) * nr;
         let len = steps * n_pad * 2;
         let panels = PanelMemory::zeroed(len * std::mem::size_of::<half::bf16>());
@@ -403,7 +429,8 @@ impl PackedMatrix {
             // Gather the block's 2·kcb k values (fewer at an odd K's end) as f32, then
             // interleave the pairs while rounding.
             let pack_panel = |scratch: &mut Vec<f32>, (jp, panel): (usize, &mut [half::bf16])| {
-                let k_values = (2 * kcb).min(k - 2 * s0);
+                // Steps past K (padding) gather nothing and stay zero.
+                let k_values = (2 * kcb).min(k.saturating_sub(2 * s0));
                 scratch.clear();
                 scratch.resize(2 * kcb * nr, 0.0);
                 let source = PanelSource {
@@ -521,23 +548,19 @@ fn rows_of(
     out
 }
 
-/// Rows `0..m` of `x` (row stride `lda`, `k` values each) as bf16 pairs, row stride
-/// `k.div_ceil(2)`: step p of a row holds bf16(x[2p]) in its low half and bf16(x[2p + 1]) (0
-/// past K) in its high half, stored as the bits of an f32.
-fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
-    let steps = k.div_ceil(2);
+/// Rows `0..m` of `x` (row stride `lda`, `k` values each) as bf16 pairs, row stride `steps`
+/// (at least `k.div_ceil(2)`): step p of a row holds bf16(x[2p]) in its low half and
+/// bf16(x[2p + 1]) (0 past K) in its high half, stored as the bits of an f32; zeros after.
+fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize, steps: usize) -> Vec<f32> {
     rows_of(m, steps, m * k, |i, dst| {
-        let row = &x[i * lda..i * lda + k];
-        // Whole pairs without a branch, so that the loop vectorises; then an odd K's last.
-        let pairs = row.chunks_exact(2);
-        let last = pairs.remainder().first().copied();
-        for (d, pair) in dst.iter_mut().zip(pairs) {
-            let lo = round_to_bf16(pair[0]).to_bits() >> 16;
-            let hi = round_to_bf16(pair[1]).to_bits();
-            *d = f32::from_bits(hi | lo);
-        }
-        if let Some(v) = last {
-            dst[steps - 1] = f32::from_bits(round_to_bf16(v).to_bits() >> 16);
+        // A step's two bf16 are the two little-endian (x86) halves of its 32 bits: the row's bf16
+        // in k order, written as consecutive u16 (a narrowing loop that vectorises).
+        // SAFETY: `dst` is `steps` f32 = 2·steps u16 of the same memory, borrowed mutably
+        // here alone; u16 has the smaller alignment, and every bit pattern is an f32.
+        let halves: &mut [u16] =
+            unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), 2 * dst.len()) };
+        for (d, &v) in halves.iter_mut().zip(&x[i * lda..i * lda + k]) {
+            *d = (round_to_bf16(v).to_bits() >> 16) as u16;
         }
     })
 }
@@ -784,7 +807,7 @@ impl Call<'_> {
             PanelFormat::Bf16 if self.w.step_values == 2 => {
                 // The pair kernel's operand: per row, K/2 steps of two bf16 (as the bits of
                 // an f32, which the driver moves but never computes with).
-                let pairs = bf16_pairs(self.x, self.m, self.k, self.lda);
+                let pairs = bf16_pairs(self.x, self.m, self.k, self.lda, self.w.steps);
                 let call = Call {
                     x: &pairs,
                     lda: self.w.steps,
@@ -809,6 +832,10 @@ impl Call<'_> {
 
     fn dispatch_kernel<E: PanelElem>(&self, out: &mut [f32]) {
         match self.w.kernel {
+            #[cfg(target_arch = "x86_64")]
+            GemmKernel::AmxBf16 => {
+                self.run::<_, E>(AmxBf16Kernel::new().unwrap_or_else(missing), out)
+            }
             #[cfg(target_arch = "x86_64")]
             GemmKernel::Avx512Bf16 => {
                 self.run::<_, E>(Avx512Bf16Kernel::new().unwrap_or_else(missing), out)
@@ -852,7 +879,7 @@ impl Call<'_> {
         let n_panels = self.w.n_pad / Kr::NR;
         let bias = self.padded_bias();
         let mc = if self.w.memory_bytes() <= SMALL_B_BYTES {
-            SMALL_B_M_BLOCK
+            SMALL_B_M_BLOCK.next_multiple_of(Kr::MR)
         } else {
             Kr::MC
         };

@@ -12,6 +12,8 @@
 //! not on M, the tile it falls in, the blocking, or the thread count. The AVX2 and AVX-512
 //! kernels perform the same fused operations, so they give the same bits as each other.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub(crate) mod int8_portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod int8_x86;
@@ -116,8 +118,8 @@ impl PanelElem for half::bf16 {
 const _: () =
     assert!(std::mem::size_of::<half::f16>() == 2 && std::mem::size_of::<half::bf16>() == 2);
 
-/// Largest MR·NR of any kernel (AVX-512: 12 x 32), for edge-tile scratch space on the stack.
-pub(crate) const MAX_TILE: usize = 12 * 32;
+/// Largest MR·NR of any kernel (AMX: 32 x 32), for edge-tile scratch space on the stack.
+pub(crate) const MAX_TILE: usize = 32 * 32;
 
 /// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
 pub(crate) const MAX_A_PANEL: usize = 12 * 256;
@@ -176,6 +178,9 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// M block: the packed A block (MC x KC) stays in L2 while all B panels of a task stream
     /// past it; MC·KC·4 bytes is kept well under the 1 MB L2 (B panels and C share it).
     const MC: usize;
+    /// K steps come in multiples of this (the packed K is padded with zeros to it, and so
+    /// is every K block): AMX multiplies 16 steps per instruction.
+    const STEP_MULTIPLE: usize = 1;
 
     /// One register tile.
     ///

@@ -527,6 +527,41 @@ unsafe fn store_tile_avx512<const MR: usize>(
     }
 }
 
+/// [`store_tile_avx512`]'s epilogue on `rows` rows of 32 f32 already stored at `c` (row stride
+/// `ldc`): + bias, GELU (with a bias only), in place. The same operations lane by lane, so the
+/// same bits as applying them in registers.
+///
+/// # Safety
+/// AVX-512F + FMA; `c + i·ldc .. + 32` readable and writable for i < rows; `bias` null or 32
+/// readable f32.
+#[target_feature(enable = "avx512f,fma")]
+pub(crate) unsafe fn bias_gelu_rows_avx512(
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    bias: *const f32,
+    gelu: bool,
+) {
+    if bias.is_null() {
+        return;
+    }
+    // SAFETY: the contract above; unaligned loads and stores.
+    unsafe {
+        let bias0 = _mm512_loadu_ps(bias);
+        let bias1 = _mm512_loadu_ps(bias.add(16));
+        for i in 0..rows {
+            let r = c.add(i * ldc);
+            let v = [
+                _mm512_add_ps(_mm512_loadu_ps(r), bias0),
+                _mm512_add_ps(_mm512_loadu_ps(r.add(16)), bias1),
+            ];
+            let [v0, v1] = if gelu { gelu_avx512(v) } else { v };
+            _mm512_storeu_ps(r, v0);
+            _mm512_storeu_ps(r.add(16), v1);
+        }
+    }
+}
+
 /// Proof that the CPU has AVX-512F, AVX-512 BF16 and FMA, and that the AVX-512 kernels are
 /// enabled (see [`crate::avx512_enabled`]).
 ///

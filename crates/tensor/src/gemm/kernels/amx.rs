@@ -1,0 +1,294 @@
+//! AMX bf16 kernel: `tdpbf16ps` on 16 x 16 f32 tiles, a 32 x 32 register tile of four of them.
+//!
+//! A K step is a pair of k, as for [`super::x86::Avx512Bf16Kernel`]: A's "f32" elements are two
+//! bf16 (the driver's `bf16_pairs`), B's panels hold per step and column the two k side by side
+//! (the layout `tdpbf16ps` reads: a B tile row is one step of 16 columns). One instruction
+//! multiplies 16 rows x 16 steps by 16 steps x 16 columns: 8,192 products.
+//!
+//! # Rounding
+//! Not one f32 chain per output: measured on the Xeon, each pair's two products are summed and
+//! rounded to f32, and the 16 pairs of an instruction are summed before they reach the
+//! accumulator (acc = 2²⁴ plus pairs of 1 and 1 gives 2²⁴ + 2, where a chain gives 2²⁴); the
+//! tree inside is not documented. So the kernel is tested against the f64 product of the
+//! bf16-rounded inputs within the f32 dot-product bound, and bit for bit only where the order
+//! cannot matter (small integers) or where it is its own (a row alone or in a batch, any
+//! thread count, the epilogues). Each output still depends on its own row and column only.
+//!
+//! # State
+//! Linux hands out the 8 KB tile register file per process on request
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), asked once by
+//! [`AmxBf16Kernel::new`]. Every tile has the same shape (16 rows of 64 bytes), loaded into a
+//! thread's tile configuration the first time the thread runs the kernel.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+
+use super::x86::bias_gelu_rows_avx512;
+use super::{MicroKernel, PanelElem, PanelFormat};
+
+/// Proof that the CPU has AMX-TILE and AMX-BF16, that Linux granted this process the tile
+/// state, and that the AVX-512 kernels are enabled (the epilogue is AVX-512's); `KOEMBED_AMX=0`
+/// turns it off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AmxBf16Kernel(());
+
+impl AmxBf16Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let granted = *GRANTED.get_or_init(|| {
+            if std::env::var_os("KOEMBED_AMX").is_some_and(|v| v == "0") {
+                return false;
+            }
+            // CPUID.(7, 0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let leaf7 = __cpuid_count(7, 0);
+            let has_amx = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
+            has_amx
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("fma")
+                && request_tile_state()
+        });
+        (granted && crate::avx512_enabled()).then_some(AmxBf16Kernel(()))
+    }
+}
+
+/// Asks Linux for the tile data state; true when granted.
+fn request_tile_state() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl with this request only changes which state components the
+        // process may use; it reads and writes no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        r == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// The tile configuration: palette 1, tiles 0-7 of 16 rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const TILE_CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64;
+        c[48 + t] = 16;
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+thread_local! {
+    static CONFIGURED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Loads [`TILE_CONFIG`] on this thread unless done already.
+///
+/// # Safety
+/// AMX-TILE, with the tile state granted (holding an [`AmxBf16Kernel`]).
+unsafe fn configure_tiles() {
+    CONFIGURED.with(|done| {
+        if !done.get() {
+            // SAFETY: the contract; the configuration is a valid palette-1 layout.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) TILE_CONFIG.0.as_ptr(), options(nostack)) };
+            done.set(true);
+        }
+    });
+}
+
+const MR: usize = 32;
+const NR: usize = 32;
+/// Steps (pairs of k) per `tdpbf16ps`.
+const STEPS: usize = 16;
+/// The K block in steps (a multiple of [`STEPS`]), as the AVX-512 kernels': 128 bytes of
+/// panel per step.
+const KC: usize = 192;
+
+impl MicroKernel for AmxBf16Kernel {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KC: usize = KC;
+    const KC_WHOLE: usize = KC;
+    const MC: usize = 192;
+    const STEP_MULTIPLE: usize = STEPS;
+
+    unsafe fn tile<E: PanelElem>(
+        self,
+        k: usize,
+        a: *const f32,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        // Packed A (element (i, p) at a + p·MR + i) back to rows: the driver reads A in place
+        // through `tile_rows`, so this path only serves the trait's contract.
+        let mut rows = vec![0.0f32; MR * k];
+        for p in 0..k {
+            for i in 0..MR {
+                // SAFETY: a holds k·MR values (the contract).
+                rows[i * k + p] = unsafe { *a.add(p * MR + i) };
+            }
+        }
+        // SAFETY: `rows` holds MR rows of k values; the rest is the caller's contract.
+        unsafe {
+            self.tile_rows(
+                MR,
+                k,
+                rows.as_ptr(),
+                k,
+                b,
+                c,
+                ldc,
+                accumulate,
+                bias,
+                gelu,
+                prefetch,
+            )
+        }
+    }
+
+    unsafe fn tile_rows<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        _prefetch: *const u8,
+    ) {
+        assert!(
+            E::FORMAT == PanelFormat::Bf16,
+            "the AMX kernel multiplies bf16 panels only"
+        );
+        assert!(k.is_multiple_of(STEPS) && k <= KC, "AMX tile: {k} steps");
+        assert!((1..=MR).contains(&rows), "AMX tile: {rows} rows");
+        let b = b as *const u16;
+        if rows == MR {
+            // SAFETY: holding `self` proves AMX with the state granted and AVX-512F + FMA;
+            // MR rows of A hold k steps at stride lda, b holds k·NR pairs, C's MR rows NR
+            // values at stride ldc (the contract).
+            unsafe {
+                tile_amx(k, a, lda, b, c, ldc, accumulate);
+                bias_gelu_rows_avx512(c, ldc, MR, bias, gelu);
+            }
+            return;
+        }
+        // Fewer rows: A's live rows and C's onto the stack (zeros below), the whole tile
+        // there, then the live rows back.
+        let mut a_tmp = [0.0f32; MR * KC];
+        for i in 0..rows {
+            // SAFETY: row i < rows of A holds k values (the contract).
+            let src = unsafe { std::slice::from_raw_parts(a.add(i * lda), k) };
+            a_tmp[i * k..(i + 1) * k].copy_from_slice(src);
+        }
+        let mut c_tmp = [0.0f32; MR * NR];
+        if accumulate {
+            for i in 0..rows {
+                // SAFETY: row i < rows of C: NR readable values (the contract).
+                let src = unsafe { std::slice::from_raw_parts(c.add(i * ldc), NR) };
+                c_tmp[i * NR..(i + 1) * NR].copy_from_slice(src);
+            }
+        }
+        // SAFETY: as above, on the stack buffers (MR rows each, strides k and NR).
+        unsafe {
+            tile_amx(k, a_tmp.as_ptr(), k, b, c_tmp.as_mut_ptr(), NR, accumulate);
+            bias_gelu_rows_avx512(c_tmp.as_mut_ptr(), NR, rows, bias, gelu);
+        }
+        for i in 0..rows {
+            // SAFETY: row i < rows of C: NR writable values, this call's alone (the contract).
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
+            dst.copy_from_slice(&c_tmp[i * NR..(i + 1) * NR]);
+        }
+    }
+}
+
+/// C[32 x 32] (+)= A[32 rows x k steps] · B[k steps x 32 columns], as four 16 x 16 tiles.
+///
+/// # Safety
+/// AMX-TILE + AMX-BF16 with the state granted; `k` a multiple of 16; A's 32 rows of k steps
+/// (4 bytes each) readable at stride `lda` steps, B's `k · 64` bf16 (a step: 32 columns x 2)
+/// readable, C's 32 rows of 32 f32 readable (if `accumulate`) and writable at stride `ldc`.
+unsafe fn tile_amx(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const u16,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (sa, sb, sc) = (lda * 4, NR * 2 * 2, ldc * 4);
+    // SAFETY (whole body): the contract; each tile load or store touches 16 rows of 64 bytes
+    // at the given stride, inside the regions above (C tiles at rows 0/16, columns 0/16; A
+    // tiles at rows 0/16, steps p..p + 16; B tiles at steps p..p + 16, columns 0/16).
+    unsafe {
+        configure_tiles();
+        let (c0, c1) = (c, c.add(16));
+        let (c2, c3) = (c.add(16 * ldc), c.add(16 * ldc + 16));
+        if accumulate {
+            asm!(
+                "tileloadd tmm0, [{c0} + {s}*1]",
+                "tileloadd tmm1, [{c1} + {s}*1]",
+                "tileloadd tmm2, [{c2} + {s}*1]",
+                "tileloadd tmm3, [{c3} + {s}*1]",
+                c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+                s = in(reg) sc, options(nostack, readonly),
+            );
+        } else {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        }
+        let mut p = 0;
+        while p < k {
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a.add(p), a1 = in(reg) a.add(16 * lda + p),
+                b0 = in(reg) b.add(p * NR * 2), b1 = in(reg) b.add(p * NR * 2 + 32),
+                sa = in(reg) sa, sb = in(reg) sb, options(nostack, readonly),
+            );
+            p += STEPS;
+        }
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+            s = in(reg) sc, options(nostack),
+        );
+    }
+}
