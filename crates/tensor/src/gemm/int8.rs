@@ -61,7 +61,7 @@ use rayon::prelude::*;
 
 use super::kernels::int8_portable::PortableInt8Kernel;
 #[cfg(target_arch = "x86_64")]
-use super::kernels::int8_x86::{Avx2Int8Kernel, Avx512VnniInt8Kernel};
+use super::kernels::int8_x86::{AmxInt8Kernel, Avx2Int8Kernel, Avx512VnniInt8Kernel};
 use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
 use super::panel_memory::PanelMemory;
@@ -102,6 +102,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// and give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Int8Kernel {
+    /// AMX: the VNNI kernel with 16-row passes on `tdpbusd` tiles (64 k per instruction).
+    AmxInt8,
     /// AVX-512 VNNI: `vpdpbusd` on x + 128 and w, minus 128·Σw; 4 x 16 tile. On where the CPU has it, like
     /// every AVX-512 kernel unless `KOEMBED_AVX512=0` ([`crate::avx512_enabled`]).
     Avx512Vnni,
@@ -121,6 +123,8 @@ impl Int8Kernel {
     pub fn is_supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Int8Kernel::AmxInt8 => AmxInt8Kernel::new().is_some(),
+            #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx512Vnni => Avx512VnniInt8Kernel::new().is_some(),
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx2 => Avx2Int8Kernel::new().is_some(),
@@ -133,6 +137,7 @@ impl Int8Kernel {
     /// Every kernel this CPU supports, fastest first (never empty: ends with `Portable`).
     pub fn supported() -> Vec<Int8Kernel> {
         [
+            Int8Kernel::AmxInt8,
             Int8Kernel::Avx512Vnni,
             Int8Kernel::Avx2,
             Int8Kernel::Portable,
@@ -574,6 +579,11 @@ fn run(
     residual: Option<&[f32]>,
 ) {
     match w.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::AmxInt8 => {
+            let kr = AmxInt8Kernel::new().unwrap_or_else(missing);
+            run_with(kr, out, x, w, bias, gelu, residual)
+        }
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx512Vnni => {
             let kr = Avx512VnniInt8Kernel::new().unwrap_or_else(missing);

@@ -35,20 +35,58 @@ pub(crate) struct AmxBf16Kernel(());
 
 impl AmxBf16Kernel {
     pub(crate) fn new() -> Option<Self> {
-        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let granted = *GRANTED.get_or_init(|| {
-            if std::env::var_os("KOEMBED_AMX").is_some_and(|v| v == "0") {
-                return false;
-            }
-            // CPUID.(7, 0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let leaf7 = __cpuid_count(7, 0);
-            let has_amx = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
-            has_amx
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("fma")
-                && request_tile_state()
-        });
-        (granted && crate::avx512_enabled()).then_some(AmxBf16Kernel(()))
+        // CPUID.(7, 0):EDX bit 22: AMX-BF16.
+        (amx_tiles_granted() && __cpuid_count(7, 0).edx & (1 << 22) != 0)
+            .then_some(AmxBf16Kernel(()))
+    }
+}
+
+/// Whether AMX tiles may be used: the CPU has AMX-TILE, AVX-512F and FMA, the AVX-512 kernels
+/// are enabled, `KOEMBED_AMX` is not `0`, and Linux granted the tile state (asked once).
+pub(crate) fn amx_tiles_granted() -> bool {
+    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let granted = *GRANTED.get_or_init(|| {
+        if std::env::var_os("KOEMBED_AMX").is_some_and(|v| v == "0") {
+            return false;
+        }
+        // CPUID.(7, 0):EDX bit 24: AMX-TILE.
+        __cpuid_count(7, 0).edx & (1 << 24) != 0
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("fma")
+            && request_tile_state()
+    });
+    granted && crate::avx512_enabled()
+}
+
+/// `c[16 x 16 i32] += a[16 rows x 64·chunks u8] · b[(16·chunks quads) x 16 columns x 4 i8]`:
+/// `tdpbusd` per 64 k. Exact i32 arithmetic (wrapping), like `vpdpbusd`.
+///
+/// # Safety
+/// AMX-TILE + AMX-INT8 with the state granted; `c`: 16 rows of 16 i32 at stride 64 bytes,
+/// readable and writable; `a`: 16 rows of `64·chunks` bytes at stride `lda` bytes; `b`:
+/// `1024·chunks` bytes (rows of 64 bytes, contiguous).
+pub(crate) unsafe fn accumulate_amx_u8s8(
+    c: *mut i32,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    chunks: usize,
+) {
+    // SAFETY (whole body): the contract; each tile load or store touches 16 rows of 64 bytes
+    // inside the regions above.
+    unsafe {
+        configure_tiles();
+        asm!("tileloadd tmm0, [{c} + {s}*1]", c = in(reg) c, s = in(reg) 64usize, options(nostack, readonly));
+        for q in 0..chunks {
+            asm!(
+                "tileloadd tmm1, [{a} + {sa}*1]",
+                "tileloadd tmm2, [{b} + {sb}*1]",
+                "tdpbusd tmm0, tmm1, tmm2",
+                a = in(reg) a.add(64 * q), b = in(reg) b.add(1024 * q),
+                sa = in(reg) lda, sb = in(reg) 64usize, options(nostack, readonly),
+            );
+        }
+        asm!("tilestored [{c} + {s}*1], tmm0", c = in(reg) c, s = in(reg) 64usize, options(nostack));
     }
 }
 

@@ -452,3 +452,108 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
         unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), sum) };
     }
 }
+
+/// Proof of [`Avx512VnniInt8Kernel`]'s ISA plus AMX-INT8 tiles granted
+/// ([`super::amx::amx_tiles_granted`]).
+///
+/// The VNNI kernel with 16-row passes on AMX: `tdpbusd` multiplies the same operands as
+/// `vpdpbusd` (x + 128 unsigned, w signed) with the same exact i32 sums, 64 k per
+/// instruction; a K block's last k (below a multiple of 64) and passes of fewer than 16 rows
+/// run the VNNI code. So the same tile starts (-128·Σw) and the same bits as every other int8
+/// kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AmxInt8Kernel(Avx512VnniInt8Kernel);
+
+impl AmxInt8Kernel {
+    pub(crate) fn new() -> Option<Self> {
+        // CPUID.(7, 0):EDX bit 25: AMX-INT8.
+        let int8 = __cpuid_count(7, 0).edx & (1 << 25) != 0;
+        let vnni = Avx512VnniInt8Kernel::new()?;
+        (int8 && super::amx::amx_tiles_granted()).then_some(AmxInt8Kernel(vnni))
+    }
+}
+
+impl Int8MicroKernel for AmxInt8Kernel {
+    fn unsigned_operand(q: i8) -> u8 {
+        Avx512VnniInt8Kernel::unsigned_operand(q)
+    }
+
+    fn acc_start(col_sums: &[i32; NR]) -> [i32; NR] {
+        Avx512VnniInt8Kernel::acc_start(col_sums)
+    }
+
+    fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]) {
+        self.0.accumulate(t, acc)
+    }
+
+    fn groups_per_pass(_groups: usize) -> usize {
+        MAX_GROUPS
+    }
+
+    fn accumulate_groups(self, tiles: &[Int8Tile<'_>], accs: &mut [[[i32; NR]; MR]]) {
+        let Some(first) = tiles.first() else {
+            return;
+        };
+        let kcb = first.kcb();
+        let whole = kcb / 64 * 64;
+        if tiles.len() < MAX_GROUPS || whole == 0 {
+            return self.0.accumulate_groups(tiles, accs);
+        }
+        assert!(
+            accs.len() == MAX_GROUPS,
+            "AMX int8: one accumulator per group"
+        );
+        // The 16 rows must be 16 consecutive rows of one buffer (as the driver lays them).
+        for (g, t) in tiles.iter().enumerate() {
+            assert!(
+                t.kcb() == kcb
+                    && std::ptr::eq(t.b, first.b)
+                    && t.lda == first.lda
+                    && std::ptr::eq(t.a_u8.as_ptr(), first.a_u8[g * MR * first.lda..].as_ptr()),
+                "AMX int8: 16 consecutive rows over one panel block"
+            );
+        }
+        // SAFETY: holding `self` proves AMX-INT8 with the tile state; `accs` is 4 x 4 rows of
+        // 16 i32, contiguous (64-byte rows); `first.a_u8` holds 16 rows of kcb >= whole bytes at
+        // stride lda (each tile's `kcb()` checked its 4 rows, and the rows are consecutive);
+        // the panel block holds kcb·16 >= whole·16 bytes.
+        unsafe {
+            super::amx::accumulate_amx_u8s8(
+                accs.as_mut_ptr().cast::<i32>(),
+                first.a_u8.as_ptr(),
+                first.lda,
+                first.b.as_ptr(),
+                whole / 64,
+            );
+        }
+        if whole < kcb {
+            // The last k of the block on VNNI, into the same sums.
+            let rest: [Int8Tile<'_>; MAX_GROUPS] = std::array::from_fn(|g| Int8Tile {
+                a: &tiles[g].a[whole..],
+                a_u8: &tiles[g].a_u8[whole..],
+                lda: tiles[g].lda,
+                b: &tiles[g].b[whole * NR..],
+                prefetch: std::ptr::null(),
+            });
+            self.0.accumulate_groups(&rest, accs);
+        }
+    }
+
+    fn finish(self, acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>, out: &mut [[f32; NR]; MR]) {
+        self.0.finish(acc, e, out)
+    }
+
+    fn finish_into(
+        self,
+        acc: &[[i32; NR]; MR],
+        e: &Int8Epilogue<'_>,
+        dst: [Option<&mut [f32; NR]>; MR],
+        residual: [Option<&[f32; NR]>; MR],
+    ) {
+        self.0.finish_into(acc, e, dst, residual)
+    }
+
+    fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
+        self.0.quantize_row(row, q, q_u8)
+    }
+}
