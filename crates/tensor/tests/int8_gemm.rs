@@ -19,9 +19,16 @@ fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
 
 /// (M, K, N) from SIZES³ with at most 1M multiply-adds (the scalar twin is slow in the test
 /// profile), plus a deterministic sample of larger ones, plus every M from 8 to 13 (row groups
-/// of 4 taken 2, 3 or 4 to a pass over a panel, with a partial last group).
+/// of 4 taken 2, 3 or 4 to a pass over a panel, with a partial last group), plus multiples of
+/// 16 rows and more with 1 to 4 panels at a time, K past a 64-k chunk and past a K block (the
+/// AMX kernel's 16-row tiles, panels taken 4 at a time, and the rows and k it leaves to VNNI).
 fn shapes() -> Vec<(usize, usize, usize)> {
     let mut v: Vec<(usize, usize, usize)> = (8..=13).map(|m| (m, 1025, 33)).collect();
+    for m in [16, 20, 32, 48, 64, 68] {
+        for k in [64, 200, 1100] {
+            v.push((m, k, 81));
+        }
+    }
     let mut i = 0;
     for &m in &SIZES {
         for &k in &SIZES {
@@ -79,12 +86,13 @@ fn every_kernel_equals_the_naive_twin_bit_for_bit() {
             Epilogue::None
         };
         let want = naive_call(&x, &w, &b, epi);
-        for kernel in int8_kernels() {
-            let got = quantized_call(kernel, &x, &w, &b, epi);
+        // One thread takes all panels in one task (runs of panels at a time), two split them.
+        for (kernel, threads) in int8_kernels().into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
+            let got = with_threads(threads, || quantized_call(kernel, &x, &w, &b, epi));
             assert_eq!(
                 bits(got.as_slice()),
                 bits(want.as_slice()),
-                "{kernel:?} {epi:?} m={m} k={k} n={n}"
+                "{kernel:?} {epi:?} m={m} k={k} n={n}, {threads} threads"
             );
         }
     }

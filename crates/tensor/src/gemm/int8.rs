@@ -76,8 +76,13 @@ pub(crate) const NR: usize = 16;
 /// K block (a multiple of 4): a block of a weight panel, KC·NR = 8 KB, stays in the 32 KB L1d
 /// while every row group of the task multiplies with it.
 const KC: usize = 512;
-/// Most row groups any kernel takes per pass ([`Int8MicroKernel::GROUPS`]).
+/// Most row groups a vector kernel holds in registers at once.
 pub(crate) const MAX_GROUPS: usize = 4;
+/// Most row groups any kernel takes per pass over a panel block (the AMX kernel's four 16-row
+/// tiles).
+pub(crate) const MAX_PASS_GROUPS: usize = 16;
+/// Most weight panels any kernel takes per pass ([`Int8MicroKernel::PASS_PANELS`]).
+pub(crate) const MAX_PASS_PANELS: usize = 4;
 /// Largest K whose sums cannot overflow i32: 127² · K <= i32::MAX.
 pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
 
@@ -202,13 +207,17 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     fn accumulate(self, t: &Int8Tile<'_>, acc: &mut [[i32; NR]; MR]);
 
     /// Row groups (of MR rows) that [`Self::accumulate_groups`] takes in one pass over a
-    /// panel block when a task has `groups` of them (1..=[`MAX_GROUPS`]).
+    /// panel block when a task has `groups` of them (1..=[`MAX_PASS_GROUPS`]).
     fn groups_per_pass(groups: usize) -> usize {
         let _ = groups;
         1
     }
 
-    /// [`Self::accumulate`] for up to [`MAX_GROUPS`] tiles over the same panel block
+    /// Fewest rows an M block should have (a multiple of MR), however long K is: the rows the
+    /// kernel wants in one pass.
+    const MIN_BLOCK_ROWS: usize = MR;
+
+    /// [`Self::accumulate`] for up to [`MAX_PASS_GROUPS`] tiles over the same panel block
     /// (`tiles[g].b` all equal, `accs.len() == tiles.len()`). A kernel with registers for
     /// more rows reads the block once for all of them: at M = 16 the block then streams from
     /// memory once, with 16 rows' work to hide it, instead of once for 4 rows and 3 times
@@ -216,6 +225,28 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     fn accumulate_groups(self, tiles: &[Int8Tile<'_>], accs: &mut [[[i32; NR]; MR]]) {
         for (t, acc) in tiles.iter().zip(accs) {
             self.accumulate(t, acc);
+        }
+    }
+
+    /// Weight panels one pass takes at once ([`Self::accumulate_panels`]), at most
+    /// [`MAX_PASS_PANELS`].
+    const PASS_PANELS: usize = 1;
+
+    /// [`Self::accumulate_groups`] over the same K block of `bs.len()` (1..=[`Self::PASS_PANELS`])
+    /// weight panels: `tiles` hold the rows (their `b` is `bs[0]`), and panel p's accumulators
+    /// are `accs[p·stride..][..tiles.len()]`. A kernel with room for it keeps a loaded
+    /// activation tile for several panels.
+    fn accumulate_panels(
+        self,
+        tiles: &[Int8Tile<'_>],
+        bs: &[&[i8]],
+        accs: &mut [[[i32; NR]; MR]],
+        stride: usize,
+    ) {
+        for (p, &b) in bs.iter().enumerate() {
+            let panel_tiles = with_block(tiles, b, 0);
+            let accs = &mut accs[p * stride..][..tiles.len()];
+            self.accumulate_groups(&panel_tiles[..tiles.len()], accs);
         }
     }
 
@@ -265,6 +296,25 @@ pub(crate) trait Int8MicroKernel: Copy + Send + Sync {
     fn quantize_row(self, row: &[f32], q: &mut [i8], q_u8: &mut [u8]) -> f32 {
         quantize_activation_row(row, q, q_u8, Self::unsigned_operand)
     }
+}
+
+/// `tiles` over panel block `b` instead, from k `from` of the block on; prefetch off.
+pub(crate) fn with_block<'a>(
+    tiles: &[Int8Tile<'a>],
+    b: &'a [i8],
+    from: usize,
+) -> [Int8Tile<'a>; MAX_PASS_GROUPS] {
+    assert!(tiles.len() <= MAX_PASS_GROUPS && !tiles.is_empty());
+    std::array::from_fn(|g| {
+        let t = &tiles[g.min(tiles.len() - 1)];
+        Int8Tile {
+            a: &t.a[from..],
+            a_u8: &t.a_u8[from..],
+            lda: t.lda,
+            b: &b[from * NR..],
+            prefetch: std::ptr::null(),
+        }
+    })
 }
 
 /// The one definition of an output element before the residual (see the module docs).
@@ -696,7 +746,8 @@ impl Call<'_> {
         let m_pad = m.next_multiple_of(MR);
         let n_panels = self.w.n_pad / NR;
         // Rows per M block: a multiple of MR whose activations fit A_BLOCK_BYTES.
-        let block_rows = (A_BLOCK_BYTES / (2 * self.k_pad.max(1)) / MR * MR).clamp(MR, 256);
+        let block_rows =
+            (A_BLOCK_BYTES / (2 * self.k_pad.max(1)) / MR * MR).clamp(Kr::MIN_BLOCK_ROWS, 256);
         let m_blocks = m_pad.div_ceil(block_rows);
         let threads = if m * n * self.k_pad < PAR_MIN_MACS {
             1
@@ -735,21 +786,35 @@ impl Call<'_> {
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
     ) {
-        let (n, k_pad) = (self.n, self.k_pad);
-        let mut acc = vec![[[0i32; NR]; MR]; rows.len() / MR];
-        for jp in panels.clone() {
-            let j0 = jp * NR;
-            let panel = self.w.panel(jp);
-            let start = Kr::acc_start(self.w.col_sums[j0..j0 + NR].try_into().expect("NR sums"));
-            // Row by row: `fill` with a 256-byte value is a memcpy call per tile.
-            acc.iter_mut().flatten().for_each(|row| *row = start);
-            // K blocks: the block of the panel stays in L1 while the block's rows pass by.
+        let k_pad = self.k_pad;
+        let groups = rows.len() / MR;
+        let pass_panels = Kr::PASS_PANELS.clamp(1, MAX_PASS_PANELS);
+        // Panel p's accumulators at p·groups.
+        let mut acc = vec![[[0i32; NR]; MR]; groups * pass_panels];
+        let mut jp = panels.start;
+        while jp < panels.end {
+            let np = pass_panels.min(panels.end - jp);
+            for p in 0..np {
+                let j0 = (jp + p) * NR;
+                let start =
+                    Kr::acc_start(self.w.col_sums[j0..j0 + NR].try_into().expect("NR sums"));
+                // Row by row: `fill` with a 256-byte value is a memcpy call per tile.
+                acc[p * groups..][..groups]
+                    .iter_mut()
+                    .flatten()
+                    .for_each(|row| *row = start);
+            }
+            // K blocks: the blocks of the panels stay in L1 while the block's rows pass by.
             let mut k0 = 0;
             while k0 < k_pad {
                 let kcb = KC.min(k_pad - k0);
-                let b = &panel[k0 * NR..(k0 + kcb) * NR];
-                let per_pass = Kr::groups_per_pass(acc.len()).clamp(1, MAX_GROUPS);
-                let passes = acc.len().div_ceil(per_pass);
+                let bs: [&[i8]; MAX_PASS_PANELS] = std::array::from_fn(|p| {
+                    let panel = self.w.panel(jp + p.min(np - 1));
+                    &panel[k0 * NR..(k0 + kcb) * NR]
+                });
+                let b = bs[0];
+                let per_pass = Kr::groups_per_pass(groups).clamp(1, MAX_PASS_GROUPS);
+                let passes = groups.div_ceil(per_pass);
                 let next_block = || {
                     if jp + 1 < panels.end {
                         self.w.panel(jp + 1)[k0 * NR..].as_ptr() as *const u8
@@ -757,18 +822,23 @@ impl Call<'_> {
                         std::ptr::null()
                     }
                 };
-                for (pass, accs) in acc.chunks_mut(per_pass).enumerate() {
-                    let prefetch = tile_prefetch(
-                        pass,
-                        passes,
-                        b.as_ptr() as *const u8,
-                        B_PREFETCH_AHEAD_BYTES,
-                        next_block,
-                    ) as *const i8;
+                for pass in 0..passes {
                     let g0 = pass * per_pass;
-                    let tiles: [Int8Tile<'_>; MAX_GROUPS] = std::array::from_fn(|g| {
+                    let len = per_pass.min(groups - g0);
+                    let prefetch = if np == 1 {
+                        tile_prefetch(
+                            pass,
+                            passes,
+                            b.as_ptr() as *const u8,
+                            B_PREFETCH_AHEAD_BYTES,
+                            next_block,
+                        ) as *const i8
+                    } else {
+                        std::ptr::null()
+                    };
+                    let tiles: [Int8Tile<'_>; MAX_PASS_GROUPS] = std::array::from_fn(|g| {
                         // Past this pass's groups: a copy of its last (not passed on).
-                        let a0 = (rows.start + (g0 + g.min(accs.len() - 1)) * MR) * k_pad + k0;
+                        let a0 = (rows.start + (g0 + g.min(len - 1)) * MR) * k_pad + k0;
                         Int8Tile {
                             a: &self.a[a0..],
                             a_u8: &self.a_u8[a0..],
@@ -777,58 +847,87 @@ impl Call<'_> {
                             prefetch,
                         }
                     });
-                    kr.accumulate_groups(&tiles[..accs.len()], accs);
+                    if np == 1 {
+                        kr.accumulate_groups(&tiles[..len], &mut acc[g0..g0 + len]);
+                    } else {
+                        kr.accumulate_panels(&tiles[..len], &bs[..np], &mut acc[g0..], groups);
+                    }
                 }
                 k0 += kcb;
             }
-            let col_scales = self.w.scales[j0..j0 + NR].try_into().expect("NR scales");
-            let bias = self.bias[j0..j0 + NR].try_into().expect("NR biases");
-            let cols = NR.min(n - j0);
-            for (g, tile_acc) in acc.iter().enumerate() {
-                let r0 = rows.start + g * MR;
-                let e = Int8Epilogue {
-                    row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
-                    col_scales,
-                    bias,
-                    gelu: self.gelu,
+            for p in 0..np {
+                // SAFETY: the contract (this task's rows x panel jp + p's columns).
+                unsafe {
+                    self.finish_panel(kr, out, rows.start, jp + p, &acc[p * groups..][..groups])
                 };
-                if cols == NR {
-                    // A whole tile width: the kernel stores its live rows itself.
-                    let live = MR.min(self.m - r0);
-                    let dst: [Option<&mut [f32; NR]>; MR] = std::array::from_fn(|i| {
-                        (i < live).then(|| {
-                            // SAFETY: row r0 + i < M, columns j0..j0 + NR <= N: inside the
-                            // output and this task's region (see the contract); each row once.
-                            unsafe { &mut *(out.0.add((r0 + i) * n + j0) as *mut [f32; NR]) }
-                        })
-                    });
-                    let residual: [Option<&[f32; NR]>; MR] = std::array::from_fn(|i| {
-                        let r = self.residual.filter(|_| i < live)?;
-                        Some(r[(r0 + i) * n + j0..][..NR].try_into().expect("NR values"))
-                    });
-                    kr.finish_into(tile_acc, &e, dst, residual);
-                    continue;
-                }
-                let mut values = [[0.0f32; NR]; MR];
-                kr.finish(tile_acc, &e, &mut values);
-                for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {
-                    let r = r0 + i;
-                    // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
-                    // task's region (see the contract).
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
-                    match self.residual {
-                        Some(residual) => {
-                            let src = &residual[r * n + j0..][..cols];
-                            for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
-                                *d = v + s;
-                            }
+            }
+            jp += np;
+        }
+    }
+
+    /// The output of panel `jp` for the rows from `r_start`, from their sums `acc`.
+    ///
+    /// # Safety
+    /// As [`Self::block`], for these rows and the panel's columns.
+    unsafe fn finish_panel<Kr: Int8MicroKernel>(
+        &self,
+        kr: Kr,
+        out: OutPtr,
+        r_start: usize,
+        jp: usize,
+        acc: &[[[i32; NR]; MR]],
+    ) {
+        let n = self.n;
+        let j0 = jp * NR;
+        let col_scales = self.w.scales[j0..j0 + NR].try_into().expect("NR scales");
+        let bias = self.bias[j0..j0 + NR].try_into().expect("NR biases");
+        let cols = NR.min(n - j0);
+        for (g, tile_acc) in acc.iter().enumerate() {
+            let r0 = r_start + g * MR;
+            if r0 >= self.m {
+                break;
+            }
+            let e = Int8Epilogue {
+                row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
+                col_scales,
+                bias,
+                gelu: self.gelu,
+            };
+            if cols == NR {
+                // A whole tile width: the kernel stores its live rows itself.
+                let live = MR.min(self.m - r0);
+                let dst: [Option<&mut [f32; NR]>; MR] = std::array::from_fn(|i| {
+                    (i < live).then(|| {
+                        // SAFETY: row r0 + i < M, columns j0..j0 + NR <= N: inside the
+                        // output and this task's region (see the contract); each row once.
+                        unsafe { &mut *(out.0.add((r0 + i) * n + j0) as *mut [f32; NR]) }
+                    })
+                });
+                let residual: [Option<&[f32; NR]>; MR] = std::array::from_fn(|i| {
+                    let r = self.residual.filter(|_| i < live)?;
+                    Some(r[(r0 + i) * n + j0..][..NR].try_into().expect("NR values"))
+                });
+                kr.finish_into(tile_acc, &e, dst, residual);
+                continue;
+            }
+            let mut values = [[0.0f32; NR]; MR];
+            kr.finish(tile_acc, &e, &mut values);
+            for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {
+                let r = r0 + i;
+                // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
+                // task's region (see the contract).
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                match self.residual {
+                    Some(residual) => {
+                        let src = &residual[r * n + j0..][..cols];
+                        for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
+                            *d = v + s;
                         }
-                        None => match <&mut [f32; NR]>::try_from(&mut *dst) {
-                            Ok(whole) => copy_row(whole, tile_row),
-                            Err(_) => dst.copy_from_slice(&tile_row[..cols]),
-                        },
                     }
+                    None => match <&mut [f32; NR]>::try_from(&mut *dst) {
+                        Ok(whole) => copy_row(whole, tile_row),
+                        Err(_) => dst.copy_from_slice(&tile_row[..cols]),
+                    },
                 }
             }
         }

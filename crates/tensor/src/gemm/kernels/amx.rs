@@ -35,9 +35,11 @@ pub(crate) struct AmxBf16Kernel(());
 
 impl AmxBf16Kernel {
     pub(crate) fn new() -> Option<Self> {
+        // Asked once: CPUID exits to the hypervisor under a VM.
+        static BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         // CPUID.(7, 0):EDX bit 22: AMX-BF16.
-        (amx_tiles_granted() && __cpuid_count(7, 0).edx & (1 << 22) != 0)
-            .then_some(AmxBf16Kernel(()))
+        let bf16 = *BF16.get_or_init(|| __cpuid_count(7, 0).edx & (1 << 22) != 0);
+        (amx_tiles_granted() && bf16).then_some(AmxBf16Kernel(()))
     }
 }
 
@@ -58,37 +60,138 @@ pub(crate) fn amx_tiles_granted() -> bool {
     granted && crate::avx512_enabled()
 }
 
-/// `c[16 x 16 i32] += a[16 rows x 64·chunks u8] · b[(16·chunks quads) x 16 columns x 4 i8]`:
-/// `tdpbusd` per 64 k. Exact i32 arithmetic (wrapping), like `vpdpbusd`.
+/// Tile register names for `asm!` templates.
+macro_rules! tmm {
+    (load $reg:literal, $ptr:expr, $stride:expr) => {
+        asm!(
+            concat!("tileloadd tmm", $reg, ", [{p} + {s}*1]"),
+            p = in(reg) $ptr, s = in(reg) $stride, options(nostack, readonly),
+        )
+    };
+    (store $reg:literal, $ptr:expr) => {
+        asm!(
+            concat!("tilestored [{p} + {s}*1], tmm", $reg),
+            p = in(reg) $ptr, s = in(reg) 64usize, options(nostack),
+        )
+    };
+    (zero $reg:literal) => {
+        asm!(concat!("tilezero tmm", $reg), options(nostack, nomem))
+    };
+    (dp $acc:literal, $a:literal, $b:literal) => {
+        asm!(concat!("tdpbusd tmm", $acc, ", tmm", $a, ", tmm", $b), options(nostack, nomem))
+    };
+}
+
+/// For each panel p < `panels` (1..=4): `c[p][16 rows x 16 i32] += a[16 rows x 64·chunks u8] ·
+/// b[p][(16·chunks quads) x 16 columns x 4 i8]`, `tdpbusd` per 64 k. Exact i32 arithmetic
+/// (wrapping), like `vpdpbusd`, so the order of the sums does not matter.
+///
+/// An activation tile is loaded once (from L2, where a block of rows lives) for up to four
+/// weight panels (from L1): loading it per panel made the loads, not `tdpbusd`, the limit. Four
+/// accumulator chains always (with fewer panels, each panel's k chunks dealt round-robin to
+/// 2 or 4 accumulators, summed at the end), to cover `tdpbusd`'s latency. Tiles: accumulators
+/// tmm0-3, activations tmm4/tmm5 and weights tmm6/tmm7, alternating.
 ///
 /// # Safety
-/// AMX-TILE + AMX-INT8 with the state granted; `c`: 16 rows of 16 i32 at stride 64 bytes,
-/// readable and writable; `a`: 16 rows of `64·chunks` bytes at stride `lda` bytes; `b`:
-/// `1024·chunks` bytes (rows of 64 bytes, contiguous).
+/// AMX-TILE + AMX-INT8 with the state granted; `panels` in 1..=4; `c[p]`: 16 rows of 16 i32,
+/// contiguous, readable and writable, not overlapping; `a`: 16 rows of `64·chunks` bytes at
+/// stride `lda` bytes; `b[p]`: `1024·chunks` bytes (rows of 64 bytes, contiguous).
 pub(crate) unsafe fn accumulate_amx_u8s8(
-    c: *mut i32,
+    c: [*mut i32; 4],
     a: *const u8,
     lda: usize,
-    b: *const i8,
+    b: [*const i8; 4],
+    panels: usize,
     chunks: usize,
 ) {
+    assert!((1..=4).contains(&panels), "AMX int8: 1 to 4 panels");
+    let splits = 4 / panels;
     // SAFETY (whole body): the contract; each tile load or store touches 16 rows of 64 bytes
-    // inside the regions above.
+    // inside the regions above (C of panel p at c[p], A chunk q at byte 64·q of each row, B
+    // chunk q at byte 1024·q of b[p]), or `scratch`.
     unsafe {
         configure_tiles();
-        asm!("tileloadd tmm0, [{c} + {s}*1]", c = in(reg) c, s = in(reg) 64usize, options(nostack, readonly));
-        for q in 0..chunks {
-            asm!(
-                "tileloadd tmm1, [{a} + {sa}*1]",
-                "tileloadd tmm2, [{b} + {sb}*1]",
-                "tdpbusd tmm0, tmm1, tmm2",
-                a = in(reg) a.add(64 * q), b = in(reg) b.add(1024 * q),
-                sa = in(reg) lda, sb = in(reg) 64usize, options(nostack, readonly),
-            );
+        // Accumulator r = p·splits + s: panel p's chain s; chain 0 starts from C.
+        for r in 0..panels * splits {
+            let (p, s) = (r / splits, r % splits);
+            match (r, s == 0) {
+                (0, _) => tmm!(load "0", c[p], 64usize),
+                (1, true) => tmm!(load "1", c[p], 64usize),
+                (2, true) => tmm!(load "2", c[p], 64usize),
+                (3, true) => tmm!(load "3", c[p], 64usize),
+                (1, false) => tmm!(zero "1"),
+                (2, false) => tmm!(zero "2"),
+                _ => tmm!(zero "3"),
+            }
         }
-        asm!("tilestored [{c} + {s}*1], tmm0", c = in(reg) c, s = in(reg) 64usize, options(nostack));
+        let mut n = 0usize;
+        for q in 0..chunks {
+            let a_odd = q % 2 == 1;
+            let aq = a.add(64 * q);
+            if a_odd {
+                tmm!(load "5", aq, lda);
+            } else {
+                tmm!(load "4", aq, lda);
+            }
+            let s = q % splits;
+            for (p, &bp) in b.iter().enumerate().take(panels) {
+                let b_odd = n % 2 == 1;
+                n += 1;
+                let bq = bp.add(1024 * q);
+                if b_odd {
+                    tmm!(load "7", bq, 64usize);
+                } else {
+                    tmm!(load "6", bq, 64usize);
+                }
+                match (p * splits + s, a_odd, b_odd) {
+                    (0, false, false) => tmm!(dp "0", "4", "6"),
+                    (0, false, true) => tmm!(dp "0", "4", "7"),
+                    (0, true, false) => tmm!(dp "0", "5", "6"),
+                    (0, true, true) => tmm!(dp "0", "5", "7"),
+                    (1, false, false) => tmm!(dp "1", "4", "6"),
+                    (1, false, true) => tmm!(dp "1", "4", "7"),
+                    (1, true, false) => tmm!(dp "1", "5", "6"),
+                    (1, true, true) => tmm!(dp "1", "5", "7"),
+                    (2, false, false) => tmm!(dp "2", "4", "6"),
+                    (2, false, true) => tmm!(dp "2", "4", "7"),
+                    (2, true, false) => tmm!(dp "2", "5", "6"),
+                    (2, true, true) => tmm!(dp "2", "5", "7"),
+                    (_, false, false) => tmm!(dp "3", "4", "6"),
+                    (_, false, true) => tmm!(dp "3", "4", "7"),
+                    (_, true, false) => tmm!(dp "3", "5", "6"),
+                    (_, true, true) => tmm!(dp "3", "5", "7"),
+                }
+            }
+        }
+        let mut scratch = Aligned64([[0i32; 16]; 16]);
+        for r in 0..panels * splits {
+            let (p, s) = (r / splits, r % splits);
+            if s == 0 {
+                match r {
+                    0 => tmm!(store "0", c[p]),
+                    1 => tmm!(store "1", c[p]),
+                    2 => tmm!(store "2", c[p]),
+                    _ => tmm!(store "3", c[p]),
+                }
+                continue;
+            }
+            let sp = scratch.0.as_mut_ptr().cast::<i32>();
+            match r {
+                1 => tmm!(store "1", sp),
+                2 => tmm!(store "2", sp),
+                _ => tmm!(store "3", sp),
+            }
+            // Chain 0 was stored first: add this chain's sums into it.
+            let cp = std::slice::from_raw_parts_mut(c[p], 256);
+            for (d, &v) in cp.iter_mut().zip(scratch.0.as_flattened()) {
+                *d = d.wrapping_add(v);
+            }
+        }
     }
 }
+
+#[repr(C, align(64))]
+struct Aligned64<T>(T);
 
 /// Asks Linux for the tile data state; true when granted.
 fn request_tile_state() -> bool {

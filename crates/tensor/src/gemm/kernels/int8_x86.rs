@@ -19,7 +19,8 @@
 use std::arch::x86_64::*;
 
 use crate::gemm::int8::{
-    quantize_activation_row, Int8Epilogue, Int8MicroKernel, Int8Tile, MAX_GROUPS, MR, NR,
+    quantize_activation_row, with_block, Int8Epilogue, Int8MicroKernel, Int8Tile, MAX_GROUPS,
+    MAX_PASS_GROUPS, MR, NR,
 };
 use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
 
@@ -464,10 +465,16 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AmxInt8Kernel(Avx512VnniInt8Kernel);
 
+/// Row groups in one 16-row AMX tile.
+const AMX_GROUPS: usize = 16 / MR;
+
 impl AmxInt8Kernel {
     pub(crate) fn new() -> Option<Self> {
+        // Asked once: CPUID exits to the hypervisor under a VM (1.6% of a KoE5 int8 query
+        // when asked per call).
+        static INT8: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         // CPUID.(7, 0):EDX bit 25: AMX-INT8.
-        let int8 = __cpuid_count(7, 0).edx & (1 << 25) != 0;
+        let int8 = *INT8.get_or_init(|| __cpuid_count(7, 0).edx & (1 << 25) != 0);
         let vnni = Avx512VnniInt8Kernel::new()?;
         (int8 && super::amx::amx_tiles_granted()).then_some(AmxInt8Kernel(vnni))
     }
@@ -486,56 +493,106 @@ impl Int8MicroKernel for AmxInt8Kernel {
         self.0.accumulate(t, acc)
     }
 
-    fn groups_per_pass(_groups: usize) -> usize {
-        MAX_GROUPS
+    fn groups_per_pass(groups: usize) -> usize {
+        groups.min(MAX_PASS_GROUPS)
     }
+
+    // Rows that share each weight block from L1: 64 at least, however long K is (else K =
+    // 4096 left blocks of 24 rows, 8 of them past the AMX tile).
+    const MIN_BLOCK_ROWS: usize = MAX_PASS_GROUPS * MR;
+
+    const PASS_PANELS: usize = 4;
 
     fn accumulate_groups(self, tiles: &[Int8Tile<'_>], accs: &mut [[[i32; NR]; MR]]) {
         let Some(first) = tiles.first() else {
             return;
         };
-        let kcb = first.kcb();
-        let whole = kcb / 64 * 64;
-        if tiles.len() < MAX_GROUPS || whole == 0 {
-            return self.0.accumulate_groups(tiles, accs);
-        }
+        let stride = accs.len();
+        self.accumulate_panels(tiles, &[first.b], accs, stride);
+    }
+
+    fn accumulate_panels(
+        self,
+        tiles: &[Int8Tile<'_>],
+        bs: &[&[i8]],
+        accs: &mut [[[i32; NR]; MR]],
+        stride: usize,
+    ) {
+        let (len, np) = (tiles.len(), bs.len());
+        let Some(first) = tiles.first() else {
+            return;
+        };
         assert!(
-            accs.len() == MAX_GROUPS,
-            "AMX int8: one accumulator per group"
+            len <= MAX_PASS_GROUPS
+                && (1..=Self::PASS_PANELS).contains(&np)
+                && stride >= len
+                && (np - 1) * stride + len <= accs.len(),
+            "AMX int8: accumulators for {np} panels of {len} groups"
         );
-        // The 16 rows must be 16 consecutive rows of one buffer (as the driver lays them).
+        let kcb = first.kcb();
         for (g, t) in tiles.iter().enumerate() {
+            // The rows must be consecutive rows of one buffer (as the driver lays them).
             assert!(
                 t.kcb() == kcb
-                    && std::ptr::eq(t.b, first.b)
                     && t.lda == first.lda
                     && std::ptr::eq(t.a_u8.as_ptr(), first.a_u8[g * MR * first.lda..].as_ptr()),
-                "AMX int8: 16 consecutive rows over one panel block"
+                "AMX int8: consecutive rows"
             );
         }
-        // SAFETY: holding `self` proves AMX-INT8 with the tile state; `accs` is 4 x 4 rows of
-        // 16 i32, contiguous (64-byte rows); `first.a_u8` holds 16 rows of kcb >= whole bytes at
-        // stride lda (each tile's `kcb()` checked its 4 rows, and the rows are consecutive);
-        // the panel block holds kcb·16 >= whole·16 bytes.
-        unsafe {
-            super::amx::accumulate_amx_u8s8(
-                accs.as_mut_ptr().cast::<i32>(),
-                first.a_u8.as_ptr(),
-                first.lda,
-                first.b.as_ptr(),
-                whole / 64,
-            );
+        assert!(
+            bs.iter().all(|b| b.len() == kcb * NR),
+            "AMX int8: panel blocks of {kcb} k"
+        );
+        let whole = kcb / 64 * 64;
+        // Whole 16-row tiles on AMX; the groups past them on VNNI.
+        let amx_groups = if whole == 0 {
+            0
+        } else {
+            len / AMX_GROUPS * AMX_GROUPS
+        };
+        for t0 in (0..amx_groups).step_by(AMX_GROUPS) {
+            let base = accs.as_mut_ptr();
+            // SAFETY: holding `self` proves AMX-INT8 with the tile state. C: panel p's groups
+            // t0..t0 + 4 at p·stride + t0 are inside `accs` (asserted: (np-1)·stride + len
+            // <= accs.len()), 16 contiguous rows of 16 i32, disjoint across panels (stride >=
+            // len). A: the 16 consecutive rows of groups t0.. hold kcb >= whole bytes each at
+            // stride lda (`kcb()` checked every group's rows). B: each block holds kcb·16 >=
+            // whole·16 bytes.
+            unsafe {
+                let c =
+                    std::array::from_fn(|p| base.add(p.min(np - 1) * stride + t0).cast::<i32>());
+                let b = std::array::from_fn(|p| bs[p.min(np - 1)].as_ptr());
+                super::amx::accumulate_amx_u8s8(
+                    c,
+                    tiles[t0].a_u8.as_ptr(),
+                    first.lda,
+                    b,
+                    np,
+                    whole / 64,
+                );
+            }
         }
-        if whole < kcb {
-            // The last k of the block on VNNI, into the same sums.
-            let rest: [Int8Tile<'_>; MAX_GROUPS] = std::array::from_fn(|g| Int8Tile {
-                a: &tiles[g].a[whole..],
-                a_u8: &tiles[g].a_u8[whole..],
-                lda: tiles[g].lda,
-                b: &tiles[g].b[whole * NR..],
-                prefetch: std::ptr::null(),
-            });
-            self.0.accumulate_groups(&rest, accs);
+        for (p, &b) in bs.iter().enumerate() {
+            let accs = &mut accs[p * stride..][..len];
+            if whole < kcb && amx_groups > 0 {
+                // The last k of the block on VNNI, into the same sums.
+                let rest = with_block(&tiles[..amx_groups], b, whole);
+                for (t, acc) in rest[..amx_groups]
+                    .chunks(MAX_GROUPS)
+                    .zip(accs[..amx_groups].chunks_mut(MAX_GROUPS))
+                {
+                    self.0.accumulate_groups(t, acc);
+                }
+            }
+            if amx_groups < len {
+                let rest = with_block(&tiles[amx_groups..], b, 0);
+                for (t, acc) in rest[..len - amx_groups]
+                    .chunks(MAX_GROUPS)
+                    .zip(accs[amx_groups..].chunks_mut(MAX_GROUPS))
+                {
+                    self.0.accumulate_groups(t, acc);
+                }
+            }
         }
     }
 
