@@ -465,6 +465,9 @@ unsafe fn accumulate_vnni<const PREFETCH_B: bool>(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AmxInt8Kernel(Avx512VnniInt8Kernel);
 
+/// Bytes of weight panels a task of the AMX kernel takes (half the Xeon's 2 MB L2).
+const AMX_B_CHUNK_BYTES: usize = 1 << 20;
+
 /// Row groups in one 16-row AMX tile.
 const AMX_GROUPS: usize = 16 / MR;
 
@@ -497,9 +500,18 @@ impl Int8MicroKernel for AmxInt8Kernel {
         groups.min(MAX_PASS_GROUPS)
     }
 
-    // Rows that share each weight block from L1: 64 at least, however long K is (else K =
-    // 4096 left blocks of 24 rows, 8 of them past the AMX tile).
-    const MIN_BLOCK_ROWS: usize = MAX_PASS_GROUPS * MR;
+    // Each pass of 64 rows goes through the task's panels, which stay in L2 (1 MB of them);
+    // an M block is only a unit of work.
+    fn block_rows(_k_pad: usize) -> usize {
+        256
+    }
+
+    const SUB_BLOCK_ROWS: usize = MAX_PASS_GROUPS * MR;
+
+    fn max_chunk_panels(k_pad: usize) -> usize {
+        (AMX_B_CHUNK_BYTES / (k_pad.max(1) * NR) / Self::PASS_PANELS * Self::PASS_PANELS)
+            .max(Self::PASS_PANELS)
+    }
 
     const PASS_PANELS: usize = 4;
 
