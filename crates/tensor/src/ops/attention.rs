@@ -192,6 +192,7 @@ fn attention(
     let scale = (1.0 / (d as f64).sqrt()) as f32;
     let softmax = match kernel {
         GemmKernel::Portable => SoftmaxKernel::Scalar,
+        GemmKernel::Avx2 => SoftmaxKernel::detect_avx2(),
         _ => SoftmaxKernel::detect(),
     };
     let rows_total = out.len() / h;

@@ -49,8 +49,17 @@ pub(crate) enum SoftmaxKernel {
     /// sum in f64, the normalisation in f32.
     #[cfg(target_arch = "x86_64")]
     Avx2(Avx2Proof),
+    /// AVX-512F: the AVX2 kernel 16 lanes wide (the same exp), the row's tail in masked
+    /// vectors.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Avx512Proof),
     Scalar,
 }
+
+/// Proof that the CPU has AVX-512F and FMA and the AVX-512 kernels are on
+/// ([`crate::avx512_enabled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Avx512Proof(());
 
 /// Proof that the CPU has AVX2 and FMA: only [`SoftmaxKernel::detect`] makes one, so holding an
 /// `Avx2` kernel is what makes calling it sound (no per-row check).
@@ -61,10 +70,31 @@ impl SoftmaxKernel {
     /// The fastest kernel this CPU supports.
     pub(crate) fn detect() -> SoftmaxKernel {
         #[cfg(target_arch = "x86_64")]
+        if crate::avx512_enabled() {
+            return SoftmaxKernel::Avx512(Avx512Proof(()));
+        }
+        SoftmaxKernel::detect_avx2()
+    }
+
+    /// The AVX2 kernel where the CPU has it (attention pinned to the AVX2 GEMM), else scalar.
+    pub(crate) fn detect_avx2() -> SoftmaxKernel {
+        #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return SoftmaxKernel::Avx2(Avx2Proof(()));
         }
         SoftmaxKernel::Scalar
+    }
+
+    /// Every kernel this CPU supports (for tests).
+    #[cfg(test)]
+    pub(crate) fn supported() -> Vec<SoftmaxKernel> {
+        let mut k = vec![SoftmaxKernel::Scalar];
+        for kernel in [SoftmaxKernel::detect_avx2(), SoftmaxKernel::detect()] {
+            if !k.contains(&kernel) {
+                k.push(kernel);
+            }
+        }
+        k
     }
 }
 
@@ -79,6 +109,11 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
         SoftmaxKernel::Avx2(_proof) => {
             // SAFETY: the proof exists only when `detect` found AVX2 + FMA.
             unsafe { x86::softmax_row_scaled_avx2(row, scale) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        SoftmaxKernel::Avx512(_proof) => {
+            // SAFETY: the proof exists only when `detect` found AVX-512F + FMA.
+            unsafe { x86::softmax_row_scaled_avx512(row, scale) }
         }
         SoftmaxKernel::Scalar => {
             for v in row.iter_mut() {
@@ -197,6 +232,88 @@ mod x86 {
         }
     }
 
+    /// [`exp_avx2`] 16 lanes wide: the same operations per lane.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    fn exp_avx512(x: __m512) -> __m512 {
+        // maxps returns its second operand when either is NaN: NaN goes on.
+        let x = _mm512_max_ps(_mm512_set1_ps(-88.0), x);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        // n >= -127: the biased exponent n + 127 >= 0 (0 gives the value 0).
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        ));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+    }
+
+    /// [`softmax_row_scaled_avx2`] 16 lanes wide; the tail (n mod 16) in one masked vector
+    /// whose dead lanes hold -inf (max ignores them, exp makes them 0, never stored).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn softmax_row_scaled_avx512(row: &mut [f32], scale: f32) {
+        let n = row.len();
+        let ptr = row.as_mut_ptr();
+        let chunks = n.div_ceil(16);
+        // Lanes of chunk c inside the row.
+        let mask = |c: usize| -> __mmask16 {
+            let live = (n - 16 * c).min(16);
+            ((1u32 << live) - 1) as __mmask16
+        };
+        // SAFETY (whole body): every access is of chunk c's lanes under mask(c), which covers
+        // ptr + 16c .. ptr + min(16c + 16, n) only.
+        unsafe {
+            let vs = _mm512_set1_ps(scale);
+            let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut vmax = ninf;
+            for c in 0..chunks {
+                let m = mask(c);
+                let v = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c)), vs);
+                _mm512_mask_storeu_ps(ptr.add(16 * c), m, v);
+                // Second operand on NaN: NaN entries are skipped, as f32::max does.
+                vmax = _mm512_max_ps(v, vmax);
+            }
+            let mut lanes = [0.0f32; 16];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), vmax);
+            let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            if !max.is_finite() {
+                super::softmax_row(row);
+                return;
+            }
+            let vm = _mm512_set1_ps(max);
+            let mut sum_lo = _mm512_setzero_pd();
+            let mut sum_hi = _mm512_setzero_pd();
+            for c in 0..chunks {
+                let m = mask(c);
+                let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
+                let e = exp_avx512(_mm512_sub_ps(x, vm));
+                _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
+                sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
+                sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(hi));
+            }
+            let mut halves = [0.0f64; 8];
+            _mm512_storeu_pd(halves.as_mut_ptr(), _mm512_add_pd(sum_lo, sum_hi));
+            let sum = halves.iter().sum::<f64>();
+            let vi = _mm512_set1_ps((1.0 / sum) as f32);
+            for c in 0..chunks {
+                let m = mask(c);
+                let x = _mm512_maskz_loadu_ps(m, ptr.add(16 * c));
+                _mm512_mask_storeu_ps(ptr.add(16 * c), m, _mm512_mul_ps(x, vi));
+            }
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -251,6 +368,29 @@ mod x86 {
                 worst.0,
                 worst.1
             );
+            // The 16-lane exp: the scalar lane's bits too, on the same grid and the edges.
+            if crate::avx512_enabled() {
+                let mut xs = [0.0f32; 16];
+                for i in (0..n).step_by(16) {
+                    for (j, x) in xs.iter_mut().enumerate() {
+                        *x = -100.0 * ((i + j) as f32 / n as f32);
+                    }
+                    xs[0] = [f32::NEG_INFINITY, 0.0, 88.0, f32::NAN][(i / 16) % 4];
+                    let mut lanes = [0.0f32; 16];
+                    // SAFETY: AVX-512F + FMA (avx512_enabled); 16 f32 each.
+                    unsafe {
+                        let v = exp_avx512(_mm512_loadu_ps(xs.as_ptr()));
+                        _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                    }
+                    for (&x, &got) in xs.iter().zip(&lanes) {
+                        let want = exp_lane(x);
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "16-lane vs scalar at {x}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
             // Below the range: 0; NaN: NaN; 0: exactly 1.
             assert_eq!(exp_lane(-100.0), 0.0);
             assert_eq!(exp_lane(f32::NEG_INFINITY), 0.0);
@@ -274,11 +414,7 @@ mod tests {
     }
 
     fn kernels() -> Vec<SoftmaxKernel> {
-        let mut k = vec![SoftmaxKernel::Scalar];
-        if SoftmaxKernel::detect() != SoftmaxKernel::Scalar {
-            k.push(SoftmaxKernel::detect());
-        }
-        k
+        SoftmaxKernel::supported()
     }
 
     #[test]
