@@ -335,10 +335,12 @@ unsafe fn finish_into_avx512(
 
 /// The tile's output values, a row per vector (see [`finish_avx512`]).
 ///
+/// Always inlined, into callers compiled for AVX-512F + FMA: returned through memory, the four
+/// vectors were stored and loaded again per tile, and those stores waited behind the output's.
+///
 /// # Safety
 /// AVX-512F + FMA.
-#[inline]
-#[target_feature(enable = "avx512f,fma")]
+#[inline(always)]
 unsafe fn values_avx512(acc: &[[i32; NR]; MR], e: &Int8Epilogue<'_>) -> [__m512; MR] {
     // SAFETY (whole body): every load is of a whole [_; 16] array.
     unsafe {
