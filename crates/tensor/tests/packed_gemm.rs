@@ -563,6 +563,11 @@ fn amx_bf16_kernel_within_the_bound_and_invariant() {
         (64, 767),
         (65, 768),
         (16, 769),
+        // The AMX kernel's K block: 768 pairs = 1,536 k.
+        (33, 1535),
+        (32, 1536),
+        (17, 1537),
+        (40, 3073),
     ] {
         cases.push((m, k, 65));
     }
