@@ -935,49 +935,47 @@ impl Call<'_> {
         let col_scales = self.w.scales[j0..j0 + NR].try_into().expect("NR scales");
         let bias = self.bias[j0..j0 + NR].try_into().expect("NR biases");
         let cols = NR.min(n - j0);
-        {
-            let e = Int8Epilogue {
-                row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
-                col_scales,
-                bias,
-                gelu: self.gelu,
-            };
-            if cols == NR {
-                // A whole tile width: the kernel stores its live rows itself.
-                let live = MR.min(self.m - r0);
-                let dst: [Option<&mut [f32; NR]>; MR] = std::array::from_fn(|i| {
-                    (i < live).then(|| {
-                        // SAFETY: row r0 + i < M, columns j0..j0 + NR <= N: inside the
-                        // output and this task's region (see the contract); each row once.
-                        unsafe { &mut *(out.0.add((r0 + i) * n + j0) as *mut [f32; NR]) }
-                    })
-                });
-                let residual: [Option<&[f32; NR]>; MR] = std::array::from_fn(|i| {
-                    let r = self.residual.filter(|_| i < live)?;
-                    Some(r[(r0 + i) * n + j0..][..NR].try_into().expect("NR values"))
-                });
-                kr.finish_into(tile_acc, &e, dst, residual);
-                return;
-            }
-            let mut values = [[0.0f32; NR]; MR];
-            kr.finish(tile_acc, &e, &mut values);
-            for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {
-                let r = r0 + i;
-                // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
-                // task's region (see the contract).
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
-                match self.residual {
-                    Some(residual) => {
-                        let src = &residual[r * n + j0..][..cols];
-                        for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
-                            *d = v + s;
-                        }
+        let e = Int8Epilogue {
+            row_scales: self.row_scales[r0..r0 + MR].try_into().expect("MR scales"),
+            col_scales,
+            bias,
+            gelu: self.gelu,
+        };
+        if cols == NR {
+            // A whole tile width: the kernel stores its live rows itself.
+            let live = MR.min(self.m - r0);
+            let dst: [Option<&mut [f32; NR]>; MR] = std::array::from_fn(|i| {
+                (i < live).then(|| {
+                    // SAFETY: row r0 + i < M, columns j0..j0 + NR <= N: inside the
+                    // output and this task's region (see the contract); each row once.
+                    unsafe { &mut *(out.0.add((r0 + i) * n + j0) as *mut [f32; NR]) }
+                })
+            });
+            let residual: [Option<&[f32; NR]>; MR] = std::array::from_fn(|i| {
+                let r = self.residual.filter(|_| i < live)?;
+                Some(r[(r0 + i) * n + j0..][..NR].try_into().expect("NR values"))
+            });
+            kr.finish_into(tile_acc, &e, dst, residual);
+            return;
+        }
+        let mut values = [[0.0f32; NR]; MR];
+        kr.finish(tile_acc, &e, &mut values);
+        for (i, tile_row) in values.iter().enumerate().take(self.m - r0) {
+            let r = r0 + i;
+            // SAFETY: row r < M, columns j0..j0 + cols <= N: inside the output and this
+            // task's region (see the contract).
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+            match self.residual {
+                Some(residual) => {
+                    let src = &residual[r * n + j0..][..cols];
+                    for ((d, &v), &s) in dst.iter_mut().zip(tile_row).zip(src) {
+                        *d = v + s;
                     }
-                    None => match <&mut [f32; NR]>::try_from(&mut *dst) {
-                        Ok(whole) => copy_row(whole, tile_row),
-                        Err(_) => dst.copy_from_slice(&tile_row[..cols]),
-                    },
                 }
+                None => match <&mut [f32; NR]>::try_from(&mut *dst) {
+                    Ok(whole) => copy_row(whole, tile_row),
+                    Err(_) => dst.copy_from_slice(&tile_row[..cols]),
+                },
             }
         }
     }
