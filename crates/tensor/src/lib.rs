@@ -33,6 +33,7 @@
 //! GEMM drivers ([`gemm::packed`], [`gemm::int8`]), the vector GELU ([`ops::gelu_f32`]) and the call into
 //! `matrixmultiply::sgemm` in [`gemm`], each block with its SAFETY argument.
 
+pub mod aligned;
 pub mod convert;
 pub mod error;
 pub mod gemm;

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use crate::aligned::CacheLineVec;
 use crate::error::{Result, TensorError};
 
 /// The largest number of axes a shape may have. An encoder needs at most 3 (`[heads, T, T]`).
@@ -119,10 +120,19 @@ fn debug_data(name: &str, shape: &Shape, data: &[f32], f: &mut fmt::Formatter<'_
 }
 
 /// An owned, contiguous, row-major `f32` tensor of rank at most [`MAX_RANK`].
-#[derive(Clone, PartialEq)]
+///
+/// Storage made here (`zeros`, `full`) starts on a 64-byte boundary, so that rows of 16 f32
+/// are whole cache lines for the SIMD and AMX kernels; `from_vec` keeps the caller's `Vec`.
+#[derive(Clone)]
 pub struct Tensor {
-    data: Vec<f32>,
+    data: CacheLineVec<f32>,
     shape: Shape,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape && self.as_slice() == other.as_slice()
+    }
 }
 
 impl Tensor {
@@ -143,7 +153,7 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         let shape = Shape::new("Tensor::full", shape).unwrap_or_else(|e| panic!("{e}"));
         Tensor {
-            data: vec![value; shape.numel()],
+            data: CacheLineVec::filled(shape.numel(), value),
             shape,
         }
     }
@@ -152,7 +162,10 @@ impl Tensor {
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         let shape = Shape::new("Tensor::from_vec", shape)?;
         check_len("Tensor::from_vec", data.len(), &shape)?;
-        Ok(Tensor { data, shape })
+        Ok(Tensor {
+            data: CacheLineVec::from_vec(data),
+            shape,
+        })
     }
 
     /// The same data under another shape with the same element count.
@@ -195,31 +208,31 @@ impl Tensor {
     /// Row `i` of the matrix view. Panics if `i >= rows()`.
     pub fn row(&self, i: usize) -> &[f32] {
         let c = self.cols();
-        &self.data[i * c..(i + 1) * c]
+        &self.as_slice()[i * c..(i + 1) * c]
     }
 
     /// Row `i` of the matrix view, mutable. Panics if `i >= rows()`.
     pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
         let c = self.cols();
-        &mut self.data[i * c..(i + 1) * c]
+        &mut self.as_mut_slice()[i * c..(i + 1) * c]
     }
 
     pub fn as_slice(&self) -> &[f32] {
-        &self.data
+        self.data.as_slice()
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.data
+        self.data.as_mut_slice()
     }
 
     pub fn into_vec(self) -> Vec<f32> {
-        self.data
+        self.data.into_vec()
     }
 
     /// Borrows the whole tensor as a view.
     pub fn view(&self) -> TensorView<'_> {
         TensorView {
-            data: &self.data,
+            data: self.data.as_slice(),
             shape: self.shape,
         }
     }
@@ -227,7 +240,7 @@ impl Tensor {
     /// Borrows the whole tensor as a mutable view.
     pub fn view_mut(&mut self) -> TensorViewMut<'_> {
         TensorViewMut {
-            data: &mut self.data,
+            data: self.data.as_mut_slice(),
             shape: self.shape,
         }
     }
@@ -235,7 +248,7 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_data("Tensor", &self.shape, &self.data, f)
+        debug_data("Tensor", &self.shape, self.as_slice(), f)
     }
 }
 
@@ -319,7 +332,7 @@ impl<'a> TensorView<'a> {
     /// Copies the view into an owned tensor.
     pub fn to_tensor(&self) -> Tensor {
         Tensor {
-            data: self.data.to_vec(),
+            data: CacheLineVec::from_slice(self.data),
             shape: self.shape,
         }
     }

@@ -65,6 +65,7 @@ use super::kernels::int8_x86::{AmxInt8Kernel, Avx2Int8Kernel, Avx512VnniInt8Kern
 use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
 use super::panel_memory::PanelMemory;
+use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -686,8 +687,10 @@ fn run_with<Kr: Int8MicroKernel>(
     }
     let m_pad = m.next_multiple_of(MR);
     // Rows past M and k past K stay zero with scale 0: they only fill lanes that are dropped.
-    let mut a = vec![0i8; m_pad * k_pad];
-    let mut a_u8 = vec![0u8; m_pad * k_pad];
+    // On cache lines: the AMX kernel loads 64-byte rows of them.
+    let mut a_storage = CacheLineVec::filled(m_pad * k_pad, 0i8);
+    let mut a_u8_storage = CacheLineVec::filled(m_pad * k_pad, 0u8);
+    let (a, a_u8) = (a_storage.as_mut_slice(), a_u8_storage.as_mut_slice());
     let mut row_scales = vec![0.0f32; m_pad];
     // K = 0: no values, every scale 0 (an empty row has max 0), nothing to quantize.
     if k > 0 {
@@ -712,8 +715,8 @@ fn run_with<Kr: Int8MicroKernel>(
         m,
         n,
         k_pad,
-        a: &a,
-        a_u8: &a_u8,
+        a,
+        a_u8,
         row_scales: &row_scales,
         w,
         bias: &padded_bias,
@@ -837,7 +840,10 @@ impl Call<'_> {
         let groups = rows.len() / MR;
         let pass_panels = Kr::PASS_PANELS.clamp(1, MAX_PASS_PANELS);
         // Panel p's accumulators at p·groups.
-        let mut acc = vec![[[0i32; NR]; MR]; groups * pass_panels];
+        // On a cache line: AMX loads and stores the tiles as 16 rows of 64 bytes.
+        let mut acc_storage = CacheLineVec::filled(groups * pass_panels * MR * NR, 0i32);
+        let acc = acc_storage.as_mut_slice().as_chunks_mut::<NR>().0;
+        let acc = acc.as_chunks_mut::<MR>().0;
         let mut jp = panels.start;
         while jp < panels.end {
             let np = pass_panels.min(panels.end - jp);

@@ -50,6 +50,7 @@ use super::kernels::x86::{Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
 pub use super::kernels::PanelFormat;
 use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use super::panel_memory::PanelMemory;
+use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
@@ -518,7 +519,7 @@ impl PackedMatrix {
 
 /// Rows `0..m` of `x` (row stride `lda`, `k` values each) rounded to bf16 precision (nearest,
 /// ties to even) and stored as f32, row stride `k`.
-fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> Vec<f32> {
+fn round_rows_to_bf16(x: &[f32], m: usize, k: usize, lda: usize) -> CacheLineVec<f32> {
     rows_of(m, k, m * k, |i, dst| {
         for (d, &v) in dst.iter_mut().zip(&x[i * lda..i * lda + k]) {
             *d = round_to_bf16(v);
@@ -533,8 +534,10 @@ fn rows_of(
     width: usize,
     work: usize,
     fill: impl Fn(usize, &mut [f32]) + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0.0f32; m * width];
+) -> CacheLineVec<f32> {
+    // On a cache line: the AMX kernel loads 64-byte rows of it.
+    let mut storage = CacheLineVec::filled(m * width, 0.0f32);
+    let out = storage.as_mut_slice();
     let fill_row = |(i, row): (usize, &mut [f32])| fill(i, row);
     if work < PAR_MIN_FMAS / 4 {
         out.chunks_exact_mut(width.max(1))
@@ -545,13 +548,13 @@ fn rows_of(
             .enumerate()
             .for_each(fill_row);
     }
-    out
+    storage
 }
 
 /// Rows `0..m` of `x` (row stride `lda`, `k` values each) as bf16 pairs, row stride `steps`
 /// (at least `k.div_ceil(2)`): step p of a row holds bf16(x[2p]) in its low half and
 /// bf16(x[2p + 1]) (0 past K) in its high half, stored as the bits of an f32; zeros after.
-fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize, steps: usize) -> Vec<f32> {
+fn bf16_pairs(x: &[f32], m: usize, k: usize, lda: usize, steps: usize) -> CacheLineVec<f32> {
     rows_of(m, steps, m * k, |i, dst| {
         // A step's two bf16 are the two little-endian (x86) halves of its 32 bits: the row's bf16
         // in k order, written as consecutive u16 (a narrowing loop that vectorises).
@@ -895,7 +898,7 @@ impl Call<'_> {
                 // an f32, which the driver moves but never computes with).
                 let pairs = bf16_pairs(self.x, self.m, self.k, self.lda, self.w.steps);
                 let call = Call {
-                    x: &pairs,
+                    x: pairs.as_slice(),
                     lda: self.w.steps,
                     k: self.w.steps,
                     ..*self
@@ -907,7 +910,7 @@ impl Call<'_> {
                 // products accumulate in f32.
                 let rounded = round_rows_to_bf16(self.x, self.m, self.k, self.lda);
                 let call = Call {
-                    x: &rounded,
+                    x: rounded.as_slice(),
                     lda: self.k,
                     ..*self
                 };

@@ -24,6 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
 use crate::ops::softmax::{softmax_row_scaled, SoftmaxKernel};
@@ -211,7 +212,9 @@ fn attention(
         // V_h as B of ctx = P · V_h: N = d, K = t, read transposed.
         let values =
             PackedMatrix::pack_strided(v.from(rows.start, col), d, t, 1, v.row_stride, kernel);
-        let mut scores = vec![0.0f32; QUERY_BLOCK.min(t) * t];
+        // On a cache line: rows of whole lines when t is a multiple of 16.
+        let mut scores_storage = CacheLineVec::filled(QUERY_BLOCK.min(t) * t, 0.0f32);
+        let scores = scores_storage.as_mut_slice();
         let mut r0 = 0;
         while r0 < t {
             let m = QUERY_BLOCK.min(t - r0);
