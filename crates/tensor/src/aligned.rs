@@ -42,7 +42,11 @@ impl<T: Copy> CacheLineVec<T> {
     /// Takes `v` as it is (its alignment is the allocator's): a caller's data is not copied.
     pub fn from_vec(v: Vec<T>) -> Self {
         let len = v.len();
-        CacheLineVec { buf: v, start: 0, len }
+        CacheLineVec {
+            buf: v,
+            start: 0,
+            len,
+        }
     }
 
     pub fn len(&self) -> usize {
