@@ -49,8 +49,8 @@ pub use gemm::int8::{
     matmul_quantized_bias, matmul_quantized_bias_residual, Int8Kernel, QuantizedMatrix,
 };
 pub use gemm::packed::{
-    matmul_packed_bias, matmul_packed_bias_residual, Epilogue, GemmKernel, PackedMatrix,
-    PanelFormat,
+    matmul_packed_bias, matmul_packed_bias_residual, matmul_packed_bias_residual_from_pairs,
+    matmul_packed_bias_to_pairs, Bf16Pairs, Epilogue, GemmKernel, PackedMatrix, PanelFormat,
 };
 pub use gemm::{matmul_bias_nt, matmul_nn, matmul_nt};
 pub use half::{bf16, f16};

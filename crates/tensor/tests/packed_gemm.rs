@@ -656,3 +656,109 @@ fn amx_bf16_kernel_within_the_bound_and_invariant() {
         assert_eq!(bits(got.as_slice()), bits(&want), "{kernel:?} integers");
     }
 }
+
+/// A GEMM storing bf16 pairs for the next to read: the same bits as the f32 output rounded to
+/// bf16, and the next GEMM reading them gives the bits it gives on those values in f32.
+#[test]
+fn pair_output_and_input_equal_the_f32_path_rounded() {
+    use koembed_tensor::{
+        bf16, matmul_packed_bias_residual, matmul_packed_bias_residual_from_pairs,
+        matmul_packed_bias_to_pairs, Bf16Pairs, PanelFormat,
+    };
+    let kernels: Vec<GemmKernel> = GemmKernel::supported_for(PanelFormat::Bf16)
+        .into_iter()
+        .filter(|&k| matches!(k, GemmKernel::AmxBf16 | GemmKernel::Avx512Bf16))
+        .collect();
+    println!("pair kernels here: {kernels:?}");
+    let mut rng = Rng::new(31);
+    // (M, K, N = the next GEMM's K, the next GEMM's N): tiles' right and bottom edges, odd K
+    // (a half-filled last step), one K block and several (K = 3,073: rounded after the sum).
+    let cases = [
+        (1, 7, 1, 3),
+        (7, 17, 33, 17),
+        (33, 64, 65, 7),
+        (65, 384, 1536, 65),
+        (130, 385, 127, 384),
+        (40, 3073, 17, 33),
+        (1, 1024, 4096, 16),
+    ];
+    for kernel in kernels {
+        let pack = |w: &Tensor| PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16);
+        for &(m, k, n, n2) in &cases {
+            let what = format!("{kernel:?} m={m} k={k} n={n} n2={n2}");
+            let x = t(rng.uniform_vec(m * k, -1.0, 1.0), &[m, k]);
+            let (w1, b1) = (
+                t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]),
+                t(rng.uniform_vec(n, -1.0, 1.0), &[n]),
+            );
+            let (w2, b2) = (
+                t(rng.uniform_vec(n2 * n, -0.1, 0.1), &[n2, n]),
+                t(rng.uniform_vec(n2, -1.0, 1.0), &[n2]),
+            );
+            let r = t(rng.uniform_vec(m * n2, -1.0, 1.0), &[m, n2]);
+            let (p1, p2) = (pack(&w1).unwrap(), pack(&w2).unwrap());
+            for epilogue in [Epilogue::None, Epilogue::Gelu] {
+                let mut f32_out = Tensor::full(&[m, n], f32::NAN);
+                matmul_packed_bias(f32_out.view_mut(), x.view(), &p1, b1.view(), epilogue).unwrap();
+                let rounded: Vec<f32> = f32_out
+                    .as_slice()
+                    .iter()
+                    .map(|&v| bf16::from_f32(v).to_f32())
+                    .collect();
+                // Room for more rows than used, as a scratch buffer for the largest group.
+                let mut pairs = Bf16Pairs::for_input_of(&p2, m + 3).unwrap();
+                matmul_packed_bias_to_pairs(&mut pairs, x.view(), &p1, b1.view(), epilogue)
+                    .unwrap();
+                for i in 0..m {
+                    assert_eq!(
+                        bits(&pairs.row_f32(i)),
+                        bits(&rounded[i * n..(i + 1) * n]),
+                        "{what} {epilogue:?} row {i}"
+                    );
+                }
+                let mut want = Tensor::full(&[m, n2], f32::NAN);
+                let rounded = t(rounded, &[m, n]);
+                matmul_packed_bias_residual(
+                    want.view_mut(),
+                    rounded.view(),
+                    &p2,
+                    b2.view(),
+                    r.view(),
+                )
+                .unwrap();
+                let mut got = Tensor::full(&[m, n2], f32::NAN);
+                matmul_packed_bias_residual_from_pairs(
+                    got.view_mut(),
+                    &pairs,
+                    &p2,
+                    b2.view(),
+                    r.view(),
+                )
+                .unwrap();
+                assert_eq!(
+                    bits(got.as_slice()),
+                    bits(want.as_slice()),
+                    "{what} {epilogue:?} next"
+                );
+            }
+            // Pairs made for another matrix, or too few rows: an error, not a wrong answer.
+            let mut short = Bf16Pairs::for_input_of(&p2, m - 1).unwrap();
+            assert!(matmul_packed_bias_to_pairs(
+                &mut short,
+                x.view(),
+                &p1,
+                b1.view(),
+                Epilogue::None
+            )
+            .is_err());
+            let mut other = Bf16Pairs::for_input_of(&p1, m).unwrap();
+            let err =
+                matmul_packed_bias_to_pairs(&mut other, x.view(), &p1, b1.view(), Epilogue::None);
+            assert_eq!(err.is_err(), k != n, "{what}");
+        }
+    }
+    // A kernel of single k has no pair layout.
+    let w = Tensor::zeros(&[4, 4]);
+    let f32_panels = PackedMatrix::pack_b(w.view()).unwrap();
+    assert!(Bf16Pairs::for_input_of(&f32_panels, 4).is_none());
+}

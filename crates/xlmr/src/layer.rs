@@ -3,9 +3,10 @@
 
 use koembed_tensor as ops;
 use koembed_tensor::{
-    matmul_packed_bias, matmul_packed_bias_residual, matmul_quantized_bias,
-    matmul_quantized_bias_residual, Epilogue, GemmKernel, PackedMatrix, PanelFormat,
-    QuantizedMatrix, Tensor, TensorView, TensorViewMut,
+    matmul_packed_bias, matmul_packed_bias_residual, matmul_packed_bias_residual_from_pairs,
+    matmul_packed_bias_to_pairs, matmul_quantized_bias, matmul_quantized_bias_residual, Bf16Pairs,
+    Epilogue, GemmKernel, PackedMatrix, PanelFormat, QuantizedMatrix, Tensor, TensorView,
+    TensorViewMut,
 };
 
 use crate::batch::PackedBatch;
@@ -136,6 +137,44 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Room for `rows` of this layer's inputs as bf16 pairs, when its kernel reads those.
+    pub fn pairs_input(&self, rows: usize) -> Option<Bf16Pairs> {
+        match &self.weight {
+            LinearWeight::Float(w) => Bf16Pairs::for_input_of(w, rows),
+            LinearWeight::Int8(_) => None,
+        }
+    }
+
+    /// [`Self::forward_into`] with the output rounded to bf16 and stored as pairs, for the
+    /// next layer to read without an f32 copy.
+    pub fn forward_to_pairs(&self, out: &mut Bf16Pairs, x: TensorView<'_>, epilogue: Epilogue) {
+        match &self.weight {
+            LinearWeight::Float(w) => {
+                matmul_packed_bias_to_pairs(out, x, w, self.bias.view(), epilogue)
+            }
+            LinearWeight::Int8(_) => unreachable!("pairs are made for bf16 layers only"),
+        }
+        .expect("shapes checked at load");
+    }
+
+    /// [`Self::forward_residual_into`] reading x as bf16 pairs made for this layer.
+    pub fn forward_residual_from_pairs(
+        &self,
+        out: TensorViewMut<'_>,
+        x: &Bf16Pairs,
+        residual: TensorView<'_>,
+    ) {
+        match &self.weight {
+            LinearWeight::Float(w) => {
+                matmul_packed_bias_residual_from_pairs(out, x, w, self.bias.view(), residual)
+            }
+            LinearWeight::Int8(_) => unreachable!("pairs are made for bf16 layers only"),
+        }
+        .expect("shapes checked at load");
+    }
+}
+
 /// Tokens of whole sequences that a layer runs at a time. Every step of a layer but attention
 /// works row by row, and attention stays inside each sequence, so a layer can run on groups of
 /// whole sequences, one after the other, with the same bits; its activations (Q/K/V, context,
@@ -164,6 +203,11 @@ pub(crate) struct LayerScratch {
     context: Tensor,
     attended: Tensor,
     inner: Tensor,
+    /// The FFN intermediate as bf16 pairs, when the FFN's output layer reads those (bf16 on
+    /// AVX-512 BF16 or AMX): made by the first layer, then `inner` is not used.
+    inner_pairs: Option<Bf16Pairs>,
+    /// Rows of the largest group.
+    rows: usize,
 }
 
 impl LayerScratch {
@@ -190,6 +234,8 @@ impl LayerScratch {
             context: Tensor::zeros(&[rows, h]),
             attended: Tensor::zeros(&[rows, h]),
             inner: Tensor::zeros(&[rows, config.intermediate_size]),
+            inner_pairs: None,
+            rows,
         }
     }
 }
@@ -273,8 +319,13 @@ impl EncoderLayer {
             context,
             attended,
             inner,
+            inner_pairs,
+            rows,
         } = scratch;
         let eps = config.layer_norm_eps;
+        if inner_pairs.is_none() {
+            *inner_pairs = self.output.pairs_input(*rows);
+        }
         for group in groups.iter() {
             let g = group.rows.len();
             let mut x = x.view_mut().slice_rows(group.rows.clone());
@@ -305,13 +356,23 @@ impl EncoderLayer {
             self.attention_norm.apply(attended.reborrow(), store, eps);
             laps.lap(Stage::AttentionNorm);
 
-            // Bias and the erf GELU are applied as the GEMM stores its tiles.
-            self.intermediate
-                .forward_into(inner.reborrow(), attended.view(), Epilogue::Gelu);
-            laps.lap(Stage::FfnIn);
-            // x has been consumed (it was the residual of `attended`): the output goes there.
-            self.output
-                .forward_residual_into(x.reborrow(), inner.view(), attended.view());
+            // Bias and the erf GELU are applied as the GEMM stores its tiles. x has been
+            // consumed (it was the residual of `attended`): the FFN's output goes there.
+            if let Some(pairs) = inner_pairs.as_mut() {
+                // bf16: the intermediate is stored as the bf16 that the next GEMM would round
+                // it to anyway (the same bits, half the bytes, no conversion pass).
+                self.intermediate
+                    .forward_to_pairs(pairs, attended.view(), Epilogue::Gelu);
+                laps.lap(Stage::FfnIn);
+                self.output
+                    .forward_residual_from_pairs(x.reborrow(), pairs, attended.view());
+            } else {
+                self.intermediate
+                    .forward_into(inner.reborrow(), attended.view(), Epilogue::Gelu);
+                laps.lap(Stage::FfnIn);
+                self.output
+                    .forward_residual_into(x.reborrow(), inner.view(), attended.view());
+            }
             laps.lap(Stage::FfnOut);
             self.output_norm.apply(x, store, eps);
             laps.lap(Stage::OutputNorm);

@@ -46,7 +46,7 @@ use rayon::prelude::*;
 use super::kernels::amx::AmxBf16Kernel;
 use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
-use super::kernels::x86::{Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
+use super::kernels::x86::{store_rows_bf16_avx512, Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
 pub use super::kernels::PanelFormat;
 use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use super::panel_memory::PanelMemory;
@@ -760,6 +760,7 @@ pub fn matmul_packed_bias(
         gelu: epilogue == Epilogue::Gelu,
         residual: None,
         pairs_of_k: None,
+        pairs_out: None,
     };
     call.dispatch_parallel(out.as_mut_slice());
     Ok(())
@@ -790,8 +791,159 @@ pub fn matmul_packed_bias_residual(
         gelu: false,
         residual: Some(residual.as_slice()),
         pairs_of_k: None,
+        pairs_out: None,
     };
     call.dispatch_parallel(out.as_mut_slice());
+    Ok(())
+}
+
+/// Activations rounded to bf16 (nearest, ties to even), two k to a 32-bit step: the operand
+/// of the bf16 pair kernels (AMX and AVX-512 BF16). A GEMM can store its output this way
+/// ([`matmul_packed_bias_to_pairs`]) for the next to read
+/// ([`matmul_packed_bias_residual_from_pairs`]), without an f32 copy of it in between: the
+/// FFN's intermediate of a bf16 model, which that GEMM would round to bf16 anyway.
+pub struct Bf16Pairs {
+    /// Row i: `steps` f32-sized steps, bf16 of k = 2p in the low half of step p and of
+    /// k = 2p + 1 in the high half; zeros past K.
+    data: CacheLineVec<f32>,
+    rows: usize,
+    k: usize,
+    steps: usize,
+}
+
+impl Bf16Pairs {
+    /// Room for `rows` rows of `w`'s K inputs, laid out for `w`'s kernel, or None when that
+    /// kernel does not multiply pairs of k.
+    pub fn for_input_of(w: &PackedMatrix, rows: usize) -> Option<Bf16Pairs> {
+        (w.step_values == 2).then(|| Bf16Pairs {
+            data: CacheLineVec::filled(rows * w.steps, 0.0),
+            rows,
+            k: w.k,
+            steps: w.steps,
+        })
+    }
+
+    /// Rows held (calls use the first M).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values a row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row `i`'s K values as f32 (bf16 widens to f32 exactly).
+    pub fn row_f32(&self, i: usize) -> Vec<f32> {
+        let row = &self.data.as_slice()[i * self.steps..(i + 1) * self.steps];
+        let mut values = Vec::with_capacity(self.k);
+        for &step in row {
+            let bits = step.to_bits();
+            values.push(f32::from_bits(bits << 16));
+            values.push(f32::from_bits(bits & 0xffff_0000));
+        }
+        values.truncate(self.k);
+        values
+    }
+}
+
+/// The first M rows of `out` = bf16(epilogue(x · wᵀ + bias)): [`matmul_packed_bias`] with each
+/// output rounded to bf16 (nearest, ties to even), the same bits, stored as pairs. `out` holds
+/// N values a row and at least M rows.
+pub fn matmul_packed_bias_to_pairs(
+    out: &mut Bf16Pairs,
+    x: TensorView<'_>,
+    w: &PackedMatrix,
+    bias: TensorView<'_>,
+    epilogue: Epilogue,
+) -> Result<()> {
+    const OP: &str = "matmul_packed_bias_to_pairs";
+    let (m, k) = expect_2d(OP, "x", x.shape(), ["M", "K"])?;
+    expect_shape(OP, "w", &[w.n, w.k], &["N", "K"], &[w.n, k])?;
+    expect_shape(OP, "bias", bias.shape(), &["N"], &[w.n])?;
+    if out.k != w.n || out.rows < m {
+        return Err(TensorError::InvalidArgument {
+            op: OP,
+            message: format!(
+                "out holds {} rows of {} values; needs {m} of N = {}",
+                out.rows, out.k, w.n
+            ),
+        });
+    }
+    let call = Call {
+        m,
+        k,
+        n: w.n,
+        x: x.as_slice(),
+        lda: k,
+        w,
+        bias: Some(bias.as_slice()),
+        gelu: epilogue == Epilogue::Gelu,
+        residual: None,
+        pairs_of_k: None,
+        pairs_out: None,
+    };
+    let out_steps = out.steps;
+    if k > 0 && w.steps <= w.kc {
+        // One K block: each tile is final when the kernel stores it, so it can be rounded
+        // there (`block`), and no f32 copy of the output is made.
+        let call = Call {
+            pairs_out: Some(out_steps),
+            ..call
+        };
+        call.dispatch_parallel(&mut out.data.as_mut_slice()[..m * out_steps]);
+    } else {
+        // Several K blocks add into the output in f32: round it once it is complete.
+        let mut values = CacheLineVec::filled(m * w.n, 0.0f32);
+        call.dispatch_parallel(values.as_mut_slice());
+        let values = values.as_slice();
+        out.data.as_mut_slice()[..m * out_steps]
+            .par_chunks_exact_mut(out_steps)
+            .enumerate()
+            .for_each(|(i, row)| fill_bf16_pairs(row, values, i..i + 1, w.n, w.n));
+    }
+    Ok(())
+}
+
+/// [`matmul_packed_bias_residual`] with x given as bf16 pairs made for `w`
+/// ([`Bf16Pairs::for_input_of`]): the same bits as passing the f32 values they hold. M is
+/// `out`'s row count.
+pub fn matmul_packed_bias_residual_from_pairs(
+    mut out: TensorViewMut<'_>,
+    x: &Bf16Pairs,
+    w: &PackedMatrix,
+    bias: TensorView<'_>,
+    residual: TensorView<'_>,
+) -> Result<()> {
+    const OP: &str = "matmul_packed_bias_residual_from_pairs";
+    let (m, n) = expect_2d(OP, "out", out.shape(), ["M", "N"])?;
+    expect_shape(OP, "w", &[w.n], &["N"], &[n])?;
+    expect_shape(OP, "bias", bias.shape(), &["N"], &[n])?;
+    expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, n])?;
+    if w.step_values != 2 || x.k != w.k || x.steps != w.steps || x.rows < m {
+        return Err(TensorError::InvalidArgument {
+            op: OP,
+            message: format!(
+                "x holds {} rows of {} values in {} steps; w ({:?}, K = {}) needs {m} rows of \
+                 {} steps",
+                x.rows, x.k, x.steps, w.kernel, w.k, w.steps
+            ),
+        });
+    }
+    let call = Call {
+        m,
+        k: w.steps,
+        n,
+        x: &x.data.as_slice()[..m * x.steps],
+        lda: x.steps,
+        w,
+        bias: Some(bias.as_slice()),
+        gelu: false,
+        residual: Some(residual.as_slice()),
+        pairs_of_k: None,
+        pairs_out: None,
+    };
+    call.dispatch_kernel::<half::bf16>(out.as_mut_slice());
     Ok(())
 }
 
@@ -842,6 +994,7 @@ pub(crate) unsafe fn matmul_packed_serial(
         gelu: false,
         residual: None,
         pairs_of_k: None,
+        pairs_out: None,
     };
     let out = OutPtr(out);
     assert_eq!(w.format, PanelFormat::F32, "attention packs f32 panels");
@@ -885,6 +1038,9 @@ struct Call<'a> {
     /// `Some(K)`: x holds K f32 a row, and `k` counts the pair kernels' steps; each task
     /// converts its rows to bf16 pairs before its tiles read them.
     pairs_of_k: Option<usize>,
+    /// `Some(steps)`: the output is bf16 pairs, `steps` a row (as f32-sized steps), each
+    /// value rounded as its tile is stored; one K block only.
+    pairs_out: Option<usize>,
 }
 
 /// The output pointer shared by the tasks of one call, each writing its own disjoint tiles.
@@ -963,7 +1119,9 @@ impl Call<'_> {
     /// The whole output with row stride N, split into tasks on rayon's threads.
     fn run<Kr: MicroKernel, E: PanelElem>(&self, kr: Kr, out: &mut [f32]) {
         let (m, n, k) = (self.m, self.n, self.k);
-        assert_eq!(out.len(), m * n, "matmul_packed_bias: out length");
+        // Output row stride, in f32 (pairs: a step is an f32's room for two bf16).
+        let ldc = self.pairs_out.unwrap_or(n);
+        assert_eq!(out.len(), m * ldc, "matmul_packed_bias: out length");
         assert_eq!(self.w.nr, Kr::NR, "packed for another kernel");
         assert_eq!(self.w.kc, Kr::k_block(self.k), "packed for another kernel");
         if m == 0 || n == 0 {
@@ -1011,7 +1169,7 @@ impl Call<'_> {
             let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
             // SAFETY: task t alone writes rows `rows` x columns of `panels` (clamped to N); see
             // `OutPtr`. `out` outlives the tasks.
-            unsafe { self.block::<Kr, E>(kr, out_ptr, n, rows, panels, bias.as_deref()) };
+            unsafe { self.block::<Kr, E>(kr, out_ptr, ldc, rows, panels, bias.as_deref()) };
         };
         if threads == 1 || tasks == 1 {
             (0..tasks).for_each(task);
@@ -1162,6 +1320,44 @@ impl Call<'_> {
                             )
                         }
                     };
+                    if self.pairs_out.is_some() {
+                        // bf16 output: the tile in f32 on the stack, then each value rounded
+                        // into its half of a step (one K block: `first` and `last`).
+                        debug_assert!(first && last && self.residual.is_none());
+                        let mut tmp = [0.0f32; MAX_TILE];
+                        run_tile(tmp.as_mut_ptr(), nr);
+                        #[cfg(target_arch = "x86_64")]
+                        if crate::avx512_enabled() && is_x86_feature_detected!("avx512bw") {
+                            // SAFETY: AVX-512F + BW (checked); tmp holds tile_rows rows of nr >= cols
+                            // f32; the output rows as below.
+                            unsafe {
+                                store_rows_bf16_avx512(
+                                    tmp.as_ptr(),
+                                    nr,
+                                    tile_rows,
+                                    cols,
+                                    out.0.cast::<u16>().add(2 * ldc * r0 + j0),
+                                    2 * ldc,
+                                )
+                            };
+                            continue;
+                        }
+                        for i in 0..tile_rows {
+                            // SAFETY: row r0 + i < M of the pairs output holds 2·ldc u16 at
+                            // u16 offset 2·ldc·(r0 + i); columns j0..j0 + cols <= N <= 2·ldc
+                            // are inside it and this task's region.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    out.0.cast::<u16>().add(2 * ldc * (r0 + i) + j0),
+                                    cols,
+                                )
+                            };
+                            for (d, &v) in dst.iter_mut().zip(&tmp[i * nr..i * nr + cols]) {
+                                *d = (round_to_bf16(v).to_bits() >> 16) as u16;
+                            }
+                        }
+                        continue;
+                    }
                     if cols == nr {
                         // The tile_rows x NR tile at (r0, j0) lies inside the M x N output
                         // (r0 + tile_rows <= M, j0 + NR <= N) and inside this task's region.
@@ -1235,5 +1431,62 @@ mod tests {
             }
         }
         assert!(checked > 70_000);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_bf16_store_rounds_like_the_scalar_one() {
+        if !crate::avx512_enabled() || !is_x86_feature_detected!("avx512bw") {
+            println!("no AVX-512 BW here: nothing to compare");
+            return;
+        }
+        // The same bit patterns as above (NaN, inf, denormals, ties), in rows of odd widths
+        // (masked tails) at odd strides.
+        let mut values = Vec::new();
+        for hi in (0u32..=0xffff).step_by(7) {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff, 0x1234, 0xc000] {
+                values.push(f32::from_bits(hi << 16 | lo));
+            }
+        }
+        for (rows, cols) in [
+            (1, 1),
+            (3, 7),
+            (5, 16),
+            (7, 17),
+            (16, 32),
+            (2, 33),
+            (3, 65),
+            (2, 95),
+        ] {
+            let (ld_src, ld_dst) = (cols + 3, cols + 5);
+            for chunk in values
+                .chunks(rows * ld_src)
+                .filter(|c| c.len() == rows * ld_src)
+            {
+                let mut got = vec![0xabcdu16; rows * ld_dst];
+                // SAFETY: AVX-512F + BW (checked above); `chunk` holds rows x ld_src >= cols f32
+                // and `got` rows x ld_dst >= cols u16.
+                unsafe {
+                    super::store_rows_bf16_avx512(
+                        chunk.as_ptr(),
+                        ld_src,
+                        rows,
+                        cols,
+                        got.as_mut_ptr(),
+                        ld_dst,
+                    )
+                };
+                for i in 0..rows {
+                    for j in 0..ld_dst {
+                        let want = if j < cols {
+                            (round_to_bf16(chunk[i * ld_src + j]).to_bits() >> 16) as u16
+                        } else {
+                            0xabcd // past the row's values: untouched
+                        };
+                        assert_eq!(got[i * ld_dst + j], want, "{rows}x{cols} ({i}, {j})");
+                    }
+                }
+            }
+        }
     }
 }

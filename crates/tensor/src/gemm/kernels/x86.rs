@@ -562,6 +562,77 @@ pub(crate) unsafe fn bias_gelu_rows_avx512(
     }
 }
 
+/// Row i < `rows` of `dst` (u16 at stride `ld_dst`), values 0..`cols`: the bf16 bits of row i
+/// of `src` (f32 at stride `ld_src`), rounded as [`crate::gemm::packed::round_to_bf16`] rounds
+/// (nearest, ties to even; NaN stays NaN; denormals kept, unlike `vcvtneps2bf16`, which
+/// flushes them). 32 values go out as one 64-byte store (two narrowing stores of 16 a
+/// line made a bf16 FFN-in GEMM slower than storing its f32 output).
+///
+/// # Safety
+/// AVX-512F + AVX-512BW; `src + i·ld_src .. + cols` readable and `dst + i·ld_dst .. + cols`
+/// writable for i < rows.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn store_rows_bf16_avx512(
+    src: *const f32,
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut u16,
+    ld_dst: usize,
+) {
+    // Rounded f32 bits: the bf16 in the high half.
+    let round = |bits: __m512i| {
+        let nan = _mm512_cmpgt_epu32_mask(
+            _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff)),
+            _mm512_set1_epi32(0x7f80_0000),
+        );
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let high_half = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let rounded = _mm512_and_si512(
+            _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)),
+            high_half,
+        );
+        let nan_bits = _mm512_and_si512(
+            _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000)),
+            high_half,
+        );
+        _mm512_mask_blend_epi32(nan, rounded, nan_bits)
+    };
+    // u16 lane t of the pair (a, b) taken from lane 2t + 1 of a:b: the high halves, in order.
+    let high_halves = _mm512_set_epi16(
+        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
+        17, 15, 13, 11, 9, 7, 5, 3, 1,
+    );
+    for i in 0..rows {
+        // SAFETY (the loop): lanes j.. of row i, inside both rows (the contract); masked lanes
+        // are neither read nor written.
+        let (s, d) = unsafe { (src.add(i * ld_src), dst.add(i * ld_dst)) };
+        let mut j = 0;
+        while j + 32 <= cols {
+            unsafe {
+                let a = round(_mm512_castps_si512(_mm512_loadu_ps(s.add(j))));
+                let b = round(_mm512_castps_si512(_mm512_loadu_ps(s.add(j + 16))));
+                let halves = _mm512_permutex2var_epi16(a, high_halves, b);
+                _mm512_storeu_si512(d.add(j).cast(), halves);
+            }
+            j += 32;
+        }
+        while j < cols {
+            let lanes = (cols - j).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+            unsafe {
+                let bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(mask, s.add(j)));
+                _mm512_mask_cvtepi32_storeu_epi16(
+                    d.add(j).cast(),
+                    mask,
+                    _mm512_srli_epi32::<16>(round(bits)),
+                );
+            }
+            j += 16;
+        }
+    }
+}
+
 /// Proof that the CPU has AVX-512F, AVX-512 BF16 and FMA, and that the AVX-512 kernels are
 /// enabled (see [`crate::avx512_enabled`]).
 ///
