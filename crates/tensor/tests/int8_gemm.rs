@@ -8,7 +8,7 @@ use common::{bits, int8_kernels, with_threads, Rng};
 use koembed_tensor::gemm::int8::{naive, MAX_K};
 use koembed_tensor::{
     matmul_quantized_bias, matmul_quantized_bias_residual, Epilogue, Int8Kernel, QuantizedMatrix,
-    Tensor, TensorError,
+    Tensor, TensorError, TensorViewMut,
 };
 
 const SIZES: [usize; 10] = [1, 3, 7, 16, 17, 64, 65, 127, 384, 1025];
@@ -437,4 +437,54 @@ fn memory_is_one_byte_per_weight_plus_scales() {
     let (n_pad, k_pad) = (n.next_multiple_of(16), k.next_multiple_of(4));
     assert!(q.memory_bytes() >= n_pad * k_pad + 8 * n_pad);
     assert!(q.memory_bytes() <= n_pad * k_pad + 8 * n_pad + 63);
+}
+
+/// Outputs of 2 MB and more go out with non-temporal stores (whole aligned 64-byte rows; the
+/// rest, and unaligned outputs, with ordinary ones): the same bits as the twin, with and
+/// without GELU and residual, on aligned and unaligned output buffers, 1 and 2 threads.
+#[test]
+fn large_streamed_outputs_equal_the_naive_twin_bit_for_bit() {
+    let mut rng = Rng::new(33);
+    // 1,100 x 512 and 600 x 977 f32: 2.25 MB and 2.34 MB.
+    for (m, k, n) in [(1100, 40, 512), (600, 24, 977)] {
+        let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+        let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+        let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+        let r = t(rng.uniform_vec(m * n, -3.0, 3.0), &[m, n]);
+        let mut want_res = Tensor::full(&[m, n], f32::NAN);
+        naive::matmul_quantized_bias_residual(
+            want_res.view_mut(),
+            x.view(),
+            w.view(),
+            b.view(),
+            r.view(),
+        )
+        .unwrap();
+        for kernel in int8_kernels() {
+            let q = QuantizedMatrix::quantize_b_with_kernel(w.view(), kernel).unwrap();
+            for epi in [Epilogue::None, Epilogue::Gelu] {
+                let want = naive_call(&x, &w, &b, epi);
+                for threads in [1, 2] {
+                    let what = format!("{kernel:?} {epi:?} m={m} n={n}, {threads} threads");
+                    let got = with_threads(threads, || quantized_call(kernel, &x, &w, &b, epi));
+                    assert_eq!(bits(got.as_slice()), bits(want.as_slice()), "{what}");
+                    // An output 4 bytes off a cache line: no row is a whole aligned line.
+                    let mut storage = vec![f32::NAN; m * n + 1];
+                    let offset = usize::from((storage.as_ptr() as usize).is_multiple_of(64));
+                    let view =
+                        TensorViewMut::new(&mut storage[offset..offset + m * n], &[m, n]).unwrap();
+                    with_threads(threads, || {
+                        matmul_quantized_bias(view, x.view(), &q, b.view(), epi).unwrap()
+                    });
+                    let shifted = &storage[offset..offset + m * n];
+                    assert_eq!(bits(shifted), bits(want.as_slice()), "{what}, unaligned");
+                }
+            }
+            let mut got = Tensor::full(&[m, n], f32::NAN);
+            matmul_quantized_bias_residual(got.view_mut(), x.view(), &q, b.view(), r.view())
+                .unwrap();
+            let what = format!("{kernel:?} m={m} n={n} residual");
+            assert_eq!(bits(got.as_slice()), bits(want_res.as_slice()), "{what}");
+        }
+    }
 }

@@ -65,6 +65,7 @@ use super::kernels::int8_x86::{AmxInt8Kernel, Avx2Int8Kernel, Avx512VnniInt8Kern
 use super::kernels::tile_prefetch;
 use super::packed::Epilogue;
 use super::panel_memory::PanelMemory;
+use super::STREAM_MIN_BYTES;
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
@@ -197,6 +198,8 @@ pub(crate) struct Int8Epilogue<'a> {
     pub(crate) col_scales: &'a [f32; NR],
     pub(crate) bias: &'a [f32; NR],
     pub(crate) gelu: bool,
+    /// Store whole 64-byte output rows with non-temporal stores (see [`super::STREAM_MIN_BYTES`]).
+    pub(crate) stream: bool,
 }
 
 /// An int8 micro-kernel: exact i32 sums of a tile, then the float epilogue.
@@ -760,6 +763,11 @@ unsafe impl Sync for OutPtr {}
 
 impl Call<'_> {
     /// The whole `[M, N]` output, split into tasks on rayon's threads.
+    /// Whether the output is written with non-temporal stores ([`super::STREAM_MIN_BYTES`]).
+    fn streams_output(&self) -> bool {
+        self.m * self.n * 4 >= STREAM_MIN_BYTES
+    }
+
     fn run<Kr: Int8MicroKernel>(&self, kr: Kr, out: &mut [f32]) {
         let (m, n) = (self.m, self.n);
         assert_eq!(out.len(), m * n, "matmul_quantized_bias: out length");
@@ -784,6 +792,7 @@ impl Call<'_> {
         let n_chunks = n_panels.div_ceil(panels_per_chunk);
         let tasks = m_blocks * n_chunks;
         let out_ptr = OutPtr(out.as_mut_ptr());
+        let stream = self.streams_output();
         let task = |t: usize| {
             let (mb, nc) = (t / n_chunks, t % n_chunks);
             let rows = mb * block_rows..((mb + 1) * block_rows).min(m_pad);
@@ -791,6 +800,9 @@ impl Call<'_> {
             // SAFETY: task t alone writes rows `rows` (clamped to M) x the columns of `panels`
             // (clamped to N); see `OutPtr`. `out` outlives the tasks.
             unsafe { self.block(kr, out_ptr, rows, panels) };
+            if stream {
+                super::fence_streamed_stores();
+            }
         };
         if threads == 1 || tasks == 1 {
             (0..tasks).for_each(task);
@@ -946,6 +958,7 @@ impl Call<'_> {
             col_scales,
             bias,
             gelu: self.gelu,
+            stream: self.streams_output(),
         };
         if cols == NR {
             // A whole tile width: the kernel stores its live rows itself.

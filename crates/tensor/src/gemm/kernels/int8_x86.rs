@@ -327,7 +327,12 @@ unsafe fn finish_into_avx512(
                     Some(r) => _mm512_add_ps(v, _mm512_loadu_ps(r.as_ptr())),
                     None => v,
                 };
-                _mm512_storeu_ps(d.as_mut_ptr(), v);
+                if e.stream && (d.as_ptr() as usize).is_multiple_of(64) {
+                    // A whole line, written without reading it first (STREAM_MIN_BYTES).
+                    _mm512_stream_ps(d.as_mut_ptr(), v);
+                } else {
+                    _mm512_storeu_ps(d.as_mut_ptr(), v);
+                }
             }
         }
     }
