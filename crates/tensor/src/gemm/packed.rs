@@ -55,6 +55,12 @@ use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::ops::gelu_f32::gelu_erf_f32;
 use crate::tensor::{TensorView, TensorViewMut};
 
+/// The most output a task covers when K spans several K blocks (each block adds into it in
+/// memory): 384 KB, in L2 next to the A block. A task of 192 rows x all of KoE5's 4,096
+/// FFN columns (3 MB) re-read its output from memory per K block: f32 2,048 x 1,024 x 4,096
+/// + GELU 70.5 -> 63.4 ms, x 3,072 48.2 -> 41.3 ms (2 threads) with the cap.
+const TASK_OUTPUT_BYTES: usize = 384 << 10;
+
 /// Below this many multiply-adds (M·N·K) a call runs on the calling thread only.
 const PAR_MIN_FMAS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
@@ -1145,7 +1151,12 @@ impl Call<'_> {
             rayon::current_num_threads()
         };
         let chunks_wanted = (threads * TASKS_PER_THREAD).div_ceil(m_blocks);
-        let panels_per_chunk = n_panels.div_ceil(chunks_wanted.clamp(1, n_panels));
+        let mut panels_per_chunk = n_panels.div_ceil(chunks_wanted.clamp(1, n_panels));
+        if self.w.kc < k {
+            // Each K block adds into the task's output in memory: keep that region in L2.
+            let panel_bytes = mc.min(m) * Kr::NR * std::mem::size_of::<f32>();
+            panels_per_chunk = panels_per_chunk.min((TASK_OUTPUT_BYTES / panel_bytes).max(1));
+        }
         let n_chunks = n_panels.div_ceil(panels_per_chunk);
         if let (Some(k_values), true) = (self.pairs_of_k, n_chunks > 1) {
             // Several tasks share each block of rows (few rows, a query): their bf16 pairs
