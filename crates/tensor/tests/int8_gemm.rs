@@ -57,6 +57,13 @@ fn naive_call(x: &Tensor, w: &Tensor, b: &Tensor, epi: Epilogue) -> Tensor {
     out
 }
 
+fn naive_residual_call(x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor) -> Tensor {
+    let mut out = Tensor::full(&[x.rows(), w.rows()], f32::NAN);
+    naive::matmul_quantized_bias_residual(out.view_mut(), x.view(), w.view(), b.view(), r.view())
+        .unwrap();
+    out
+}
+
 #[test]
 fn every_int8_kernel_is_listed() {
     let ks = Int8Kernel::supported();
@@ -112,15 +119,7 @@ fn residual_equals_the_naive_twin_bit_for_bit() {
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
         let r = t(rng.uniform_vec(m * n, -3.0, 3.0), &[m, n]);
-        let mut want = Tensor::full(&[m, n], f32::NAN);
-        naive::matmul_quantized_bias_residual(
-            want.view_mut(),
-            x.view(),
-            w.view(),
-            b.view(),
-            r.view(),
-        )
-        .unwrap();
+        let want = naive_residual_call(&x, &w, &b, &r);
         for kernel in int8_kernels() {
             let q = QuantizedMatrix::quantize_b_with_kernel(w.view(), kernel).unwrap();
             let mut got = Tensor::full(&[m, n], f32::NAN);
@@ -451,15 +450,7 @@ fn large_streamed_outputs_equal_the_naive_twin_bit_for_bit() {
         let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
         let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
         let r = t(rng.uniform_vec(m * n, -3.0, 3.0), &[m, n]);
-        let mut want_res = Tensor::full(&[m, n], f32::NAN);
-        naive::matmul_quantized_bias_residual(
-            want_res.view_mut(),
-            x.view(),
-            w.view(),
-            b.view(),
-            r.view(),
-        )
-        .unwrap();
+        let want_res = naive_residual_call(&x, &w, &b, &r);
         for kernel in int8_kernels() {
             let q = QuantizedMatrix::quantize_b_with_kernel(w.view(), kernel).unwrap();
             for epi in [Epilogue::None, Epilogue::Gelu] {

@@ -755,19 +755,7 @@ pub fn matmul_packed_bias(
 ) -> Result<()> {
     const OP: &str = "matmul_packed_bias";
     let (m, k) = check_packed(OP, &out, x, w, bias)?;
-    let call = Call {
-        m,
-        k,
-        n: w.n,
-        x: x.as_slice(),
-        lda: k,
-        w,
-        bias: Some(bias.as_slice()),
-        gelu: epilogue == Epilogue::Gelu,
-        residual: None,
-        pairs_of_k: None,
-        pairs_out: None,
-    };
+    let call = Call::new(m, k, x.as_slice(), w, bias.as_slice(), epilogue);
     call.dispatch_parallel(out.as_mut_slice());
     Ok(())
 }
@@ -787,17 +775,8 @@ pub fn matmul_packed_bias_residual(
     let (m, k) = check_packed(OP, &out, x, w, bias)?;
     expect_shape(OP, "residual", residual.shape(), &["M", "N"], &[m, w.n])?;
     let call = Call {
-        m,
-        k,
-        n: w.n,
-        x: x.as_slice(),
-        lda: k,
-        w,
-        bias: Some(bias.as_slice()),
-        gelu: false,
         residual: Some(residual.as_slice()),
-        pairs_of_k: None,
-        pairs_out: None,
+        ..Call::new(m, k, x.as_slice(), w, bias.as_slice(), Epilogue::None)
     };
     call.dispatch_parallel(out.as_mut_slice());
     Ok(())
@@ -876,19 +855,7 @@ pub fn matmul_packed_bias_to_pairs(
             ),
         });
     }
-    let call = Call {
-        m,
-        k,
-        n: w.n,
-        x: x.as_slice(),
-        lda: k,
-        w,
-        bias: Some(bias.as_slice()),
-        gelu: epilogue == Epilogue::Gelu,
-        residual: None,
-        pairs_of_k: None,
-        pairs_out: None,
-    };
+    let call = Call::new(m, k, x.as_slice(), w, bias.as_slice(), epilogue);
     let out_steps = out.steps;
     if k > 0 && w.steps <= w.kc {
         // One K block: each tile is final when the kernel stores it, so it can be rounded
@@ -1059,7 +1026,31 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above; the pointer itself is only copied between threads.
 unsafe impl Sync for OutPtr {}
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// `out[M, N] = epilogue(x[M, K] · wᵀ + bias)`, x's rows K apart.
+    fn new(
+        m: usize,
+        k: usize,
+        x: &'a [f32],
+        w: &'a PackedMatrix,
+        bias: &'a [f32],
+        epilogue: Epilogue,
+    ) -> Call<'a> {
+        Call {
+            m,
+            k,
+            n: w.n,
+            x,
+            lda: k,
+            w,
+            bias: Some(bias),
+            gelu: epilogue == Epilogue::Gelu,
+            residual: None,
+            pairs_of_k: None,
+            pairs_out: None,
+        }
+    }
+
     fn dispatch_parallel(&self, out: &mut [f32]) {
         match self.w.format {
             PanelFormat::F32 => self.dispatch_kernel::<f32>(out),
