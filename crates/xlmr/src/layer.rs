@@ -135,9 +135,7 @@ impl Linear {
         }
         .expect("shapes checked at load");
     }
-}
 
-impl Linear {
     /// Room for `rows` of this layer's inputs as bf16 pairs, when its kernel reads those.
     pub fn pairs_input(&self, rows: usize) -> Option<Bf16Pairs> {
         match &self.weight {

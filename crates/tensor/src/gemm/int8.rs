@@ -762,12 +762,12 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl Call<'_> {
-    /// The whole `[M, N]` output, split into tasks on rayon's threads.
     /// Whether the output is written with non-temporal stores ([`super::STREAM_MIN_BYTES`]).
     fn streams_output(&self) -> bool {
         self.m * self.n * 4 >= STREAM_MIN_BYTES
     }
 
+    /// The whole `[M, N]` output, split into tasks on rayon's threads.
     fn run<Kr: Int8MicroKernel>(&self, kr: Kr, out: &mut [f32]) {
         let (m, n) = (self.m, self.n);
         assert_eq!(out.len(), m * n, "matmul_quantized_bias: out length");

@@ -31,8 +31,8 @@ use crate::tensor::{TensorView, TensorViewMut};
 /// reading each line before it is overwritten and leave the caches to the operands: an
 /// output this large leaves the caches before it is read anyway. On the Xeon, a KoE5 W2 int8
 /// batch spent a quarter of its time in output stores: koe5-shape W2 int8 1.24-1.30x,
-/// e5-small 1.12-1.16x. Small outputs (a query's) stay on the usual path: a streamed output is read
-/// back from memory, and e5-small's W1 was 20% slower streamed.
+/// e5-small 1.12-1.16x. Small outputs (a query's) stay on the usual path: a streamed output
+/// is read back from memory, and e5-small's W1 was 20% slower streamed.
 pub(crate) const STREAM_MIN_BYTES: usize = 2 << 20;
 
 /// Orders a task's non-temporal stores before what it does next (reporting itself done to

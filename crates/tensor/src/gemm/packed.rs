@@ -570,10 +570,15 @@ fn fill_bf16_pairs(dst: &mut [f32], x: &[f32], rows: std::ops::Range<usize>, k: 
         let halves: &mut [u16] =
             unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), 2 * dst.len()) };
         let (values, padding) = halves.split_at_mut(k);
-        for (d, &v) in values.iter_mut().zip(&x[i * lda..i * lda + k]) {
-            *d = (round_to_bf16(v).to_bits() >> 16) as u16;
-        }
+        store_bf16_bits(values, &x[i * lda..i * lda + k]);
         padding.fill(0);
+    }
+}
+
+/// `dst[j]` = the bits of bf16(`src[j]`) ([`round_to_bf16`]).
+fn store_bf16_bits(dst: &mut [u16], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = (round_to_bf16(v).to_bits() >> 16) as u16;
     }
 }
 
@@ -843,9 +848,7 @@ pub fn matmul_packed_bias_to_pairs(
     epilogue: Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul_packed_bias_to_pairs";
-    let (m, k) = expect_2d(OP, "x", x.shape(), ["M", "K"])?;
-    expect_shape(OP, "w", &[w.n, w.k], &["N", "K"], &[w.n, k])?;
-    expect_shape(OP, "bias", bias.shape(), &["N"], &[w.n])?;
+    let (m, k) = check_inputs(OP, x, w, bias)?;
     if out.k != w.n || out.rows < m {
         return Err(TensorError::InvalidArgument {
             op: OP,
@@ -927,10 +930,21 @@ fn check_packed(
     w: &PackedMatrix,
     bias: TensorView<'_>,
 ) -> Result<(usize, usize)> {
+    let (m, k) = check_inputs(op, x, w, bias)?;
+    expect_shape(op, "out", out.shape(), &["M", "N"], &[m, w.n])?;
+    Ok((m, k))
+}
+
+/// x `[M, K]` with w's K, bias `[N]`: returns (M, K).
+fn check_inputs(
+    op: &'static str,
+    x: TensorView<'_>,
+    w: &PackedMatrix,
+    bias: TensorView<'_>,
+) -> Result<(usize, usize)> {
     let (m, k) = expect_2d(op, "x", x.shape(), ["M", "K"])?;
     expect_shape(op, "x", x.shape(), &["M", "K"], &[m, w.k])?;
     expect_shape(op, "bias", bias.shape(), &["N"], &[w.n])?;
-    expect_shape(op, "out", out.shape(), &["M", "N"], &[m, w.n])?;
     Ok((m, k))
 }
 
@@ -1259,6 +1273,12 @@ impl<'a> Call<'a> {
             Some(pairs) => (pairs.as_slice(), rows.start, k),
             None => (self.x, 0, self.lda),
         };
+        // A bf16 output's f32 tile, and whether AVX-512 rounds it into the output.
+        let mut pairs_tile = [0.0f32; MAX_TILE];
+        #[cfg(target_arch = "x86_64")]
+        let rounding_store_avx512 = self.pairs_out.is_some()
+            && crate::avx512_enabled()
+            && is_x86_feature_detected!("avx512bw");
         let mut k0 = 0;
         loop {
             let kcb = self.w.kc.min(k - k0);
@@ -1324,12 +1344,13 @@ impl<'a> Call<'a> {
                     };
                     if self.pairs_out.is_some() {
                         // bf16 output: the tile in f32 on the stack, then each value rounded
-                        // into its half of a step (one K block: `first` and `last`).
+                        // into its half of a step (one K block: `first` and `last`, so the
+                        // tile reads nothing of `tmp` and writes every value read back).
                         debug_assert!(first && last && self.residual.is_none());
-                        let mut tmp = [0.0f32; MAX_TILE];
+                        let tmp = &mut pairs_tile;
                         run_tile(tmp.as_mut_ptr(), nr);
                         #[cfg(target_arch = "x86_64")]
-                        if crate::avx512_enabled() && is_x86_feature_detected!("avx512bw") {
+                        if rounding_store_avx512 {
                             // SAFETY: AVX-512F + BW (checked); tmp holds tile_rows rows of nr >= cols
                             // f32; the output rows as below.
                             unsafe {
@@ -1354,9 +1375,7 @@ impl<'a> Call<'a> {
                                     cols,
                                 )
                             };
-                            for (d, &v) in dst.iter_mut().zip(&tmp[i * nr..i * nr + cols]) {
-                                *d = (round_to_bf16(v).to_bits() >> 16) as u16;
-                            }
+                            store_bf16_bits(dst, &tmp[i * nr..i * nr + cols]);
                         }
                         continue;
                     }

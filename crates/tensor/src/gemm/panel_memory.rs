@@ -12,6 +12,8 @@
 
 use memmap2::MmapMut;
 
+use crate::aligned::CacheLineVec;
+
 /// Panels smaller than this stay on the heap: attention packs K and V blocks of a few KB per
 /// head on every call, where a mapping of their own would cost two system calls each.
 const MAPPED_MIN_BYTES: usize = 1 << 20;
@@ -36,13 +38,11 @@ unsafe impl Plain for i8 {}
 /// `len` zeroed bytes at a 64-byte boundary.
 pub(crate) struct PanelMemory {
     storage: Storage,
-    /// Where the bytes start in the storage.
-    start: usize,
     len: usize,
 }
 
 enum Storage {
-    Heap(Vec<u8>),
+    Heap(CacheLineVec<u8>),
     /// An anonymous mapping (page-aligned, zeroed by the system).
     Mapped(MmapMut),
 }
@@ -53,17 +53,13 @@ impl PanelMemory {
             if let Ok(map) = MmapMut::map_anon(len) {
                 return PanelMemory {
                     storage: Storage::Mapped(map),
-                    start: 0,
                     len,
                 };
             }
             // No mapping (an address-space limit): the heap serves as well.
         }
-        let buf = vec![0u8; len + 63];
-        let start = buf.as_ptr().align_offset(64).min(63);
         PanelMemory {
-            storage: Storage::Heap(buf),
-            start,
+            storage: Storage::Heap(CacheLineVec::filled(len, 0)),
             len,
         }
     }
@@ -74,19 +70,17 @@ impl PanelMemory {
     }
 
     fn bytes(&self) -> &[u8] {
-        let all: &[u8] = match &self.storage {
-            Storage::Heap(buf) => buf,
-            Storage::Mapped(map) => map,
-        };
-        &all[self.start..self.start + self.len]
+        match &self.storage {
+            Storage::Heap(buf) => buf.as_slice(),
+            Storage::Mapped(map) => &map[..self.len],
+        }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        let all: &mut [u8] = match &mut self.storage {
-            Storage::Heap(buf) => buf,
-            Storage::Mapped(map) => map,
-        };
-        &mut all[self.start..self.start + self.len]
+        match &mut self.storage {
+            Storage::Heap(buf) => buf.as_mut_slice(),
+            Storage::Mapped(map) => &mut map[..self.len],
+        }
     }
 
     /// The first `count` values of `T` (panics if they do not fit).
@@ -95,7 +89,7 @@ impl PanelMemory {
         debug_assert!(bytes.as_ptr().cast::<T>().is_aligned());
         // SAFETY: the bytes are initialised (zeroed at creation), `count` values of T fit in
         // them (the slice above is bounds-checked), they start at a 64-byte boundary (heap:
-        // `start` is the aligned offset; mapped: page-aligned) and T is aligned
+        // a `CacheLineVec`; mapped: page-aligned) and T is aligned
         // to at most 64, and every bit pattern is a T (`Plain`). The borrow of `self` covers
         // the returned slice's lifetime.
         unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count) }
