@@ -257,3 +257,219 @@ fn packed_batch_refuses_bad_ranges() {
     }
     assert!(out.as_slice().iter().all(|v| v.is_nan()));
 }
+
+fn bf16_round(x: f32) -> f64 {
+    koembed_tensor::bf16::from_f32(x).to_f64()
+}
+
+/// The bf16 attention of one head's query row: P = softmax(bf16(q)·bf16(k)ᵀ·scale) in f64,
+/// rounded to bf16, times bf16(V) in f64. Returns the context row and, per column, the
+/// allowed error: where a P lies within 1e-4 (relative) of a bf16 rounding midpoint, the
+/// kernel's f32 scores and exp may round it the other way (a bf16 ulp times |v|); the rest
+/// is the f32 error of scores, exp and sums (2e-4 of Σ P·|v|, far above what they reach).
+fn bf16_reference_row(
+    q: &[f32],
+    keys: &[&[f32]],
+    values: &[&[f32]],
+    scale: f32,
+) -> (Vec<f64>, Vec<f64>) {
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|k| {
+            q.iter()
+                .zip(*k)
+                .map(|(&a, &b)| bf16_round(a) * bf16_round(b))
+                .sum::<f64>()
+                * scale as f64
+        })
+        .collect();
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    let d = values[0].len();
+    let (mut ctx, mut tol) = (vec![0.0f64; d], vec![1e-6f64; d]);
+    for (j, v) in values.iter().enumerate() {
+        let p = e[j] / sum;
+        let pb = bf16_round(p as f32);
+        // The midpoint between pb and its neighbour on p's side, where the rounding turns.
+        let neighbour = {
+            let bits = koembed_tensor::bf16::from_f64(pb).to_bits();
+            let bits = if p >= pb { bits + 1 } else { bits - 1 };
+            koembed_tensor::bf16::from_bits(bits).to_f64()
+        };
+        let ulp = (neighbour - pb).abs();
+        let may_flip = ((p - (pb + neighbour) / 2.0) / p).abs() < 1e-4;
+        for l in 0..d {
+            let vb = bf16_round(v[l]);
+            ctx[l] += pb * vb;
+            tol[l] += 2e-4 * pb * vb.abs() + if may_flip { ulp * vb.abs() } else { 0.0 };
+        }
+    }
+    (ctx, tol)
+}
+
+/// (H, n_heads) whose heads are whole AMX steps (d = 32, 64, 128: up to 8 column tiles).
+const AMX_HEADS: [(usize, usize); 4] = [(64, 2), (384, 12), (128, 2), (128, 1)];
+const AMX_LENGTHS: [usize; 10] = [1, 7, 17, 65, 130, 3, 200, 16, 32, 33];
+
+#[test]
+fn amx_bf16_attention_matches_the_bf16_definition() {
+    if !GemmKernel::AmxBf16.is_supported() {
+        eprintln!("no AMX-BF16 here: the bf16 attention kernel is not tested on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(77);
+    for (h, heads) in AMX_HEADS {
+        let d = h / heads;
+        let scale = (1.0 / (d as f64).sqrt()) as f32;
+        let total: usize = AMX_LENGTHS.iter().sum::<usize>() + 5;
+        let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
+        let mut ranges = Vec::new();
+        let mut start = 5;
+        for len in AMX_LENGTHS {
+            ranges.push(start..start + len);
+            start += len;
+        }
+        let run = |ranges: &[std::ops::Range<usize>], qkv: &[f32], rows: usize| {
+            let mut out = Tensor::full(&[rows, h], f32::NAN);
+            attention_packed_qkv(
+                out.view_mut(),
+                t(qkv.to_vec(), &[rows, 3 * h]).view(),
+                ranges,
+                heads,
+                GemmKernel::AmxBf16,
+            )
+            .unwrap();
+            out
+        };
+        let out = run(&ranges, &qkv, total);
+        assert!(
+            out.as_slice()[..5 * h].iter().all(|v| v.is_nan()),
+            "gap rows written"
+        );
+        let row = |i: usize, which: usize, head: usize| -> &[f32] {
+            &qkv[i * 3 * h + which * h + head * d..][..d]
+        };
+        let mut worst = 0.0f64;
+        for r in &ranges {
+            for head in 0..heads {
+                let keys: Vec<&[f32]> = r.clone().map(|j| row(j, 1, head)).collect();
+                let values: Vec<&[f32]> = r.clone().map(|j| row(j, 2, head)).collect();
+                for i in r.clone() {
+                    let (want, tol) = bf16_reference_row(row(i, 0, head), &keys, &values, scale);
+                    let got = &out.as_slice()[i * h + head * d..][..d];
+                    for l in 0..d {
+                        let err = (got[l] as f64 - want[l]).abs();
+                        assert!(
+                            err <= tol[l],
+                            "H={h} heads={heads} sequence {r:?} row {i} head {head} column {l}: \
+                             got {} want {} (|diff| {err:.3e} > {:.3e})",
+                            got[l],
+                            want[l],
+                            tol[l]
+                        );
+                        worst = worst.max(err / tol[l]);
+                    }
+                }
+            }
+            // The same sequence alone gives the same bits as inside the batch.
+            let alone = run(&[0..r.len()], &qkv[r.start * 3 * h..r.end * 3 * h], r.len());
+            assert_eq!(
+                bits(alone.as_slice()),
+                bits(&out.as_slice()[r.start * h..r.end * h]),
+                "H={h} sequence {r:?}: alone vs batch"
+            );
+        }
+        // One thread or two: the same bits.
+        let one = common::with_threads(1, || run(&ranges, &qkv, total));
+        assert_eq!(bits(one.as_slice()), bits(out.as_slice()), "H={h}: threads");
+        eprintln!("H={h} heads={heads}: worst error {worst:.3} of the allowed");
+    }
+}
+
+/// Heads that are not whole AMX steps (d = 24 here) run the f32 attention: the same bits as the
+/// f32 kernel's.
+#[test]
+fn amx_bf16_attention_falls_back_to_f32_for_other_head_sizes() {
+    let mut rng = Rng::new(78);
+    let (h, heads) = (48, 2);
+    let total: usize = AMX_LENGTHS.iter().sum();
+    let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for len in AMX_LENGTHS {
+        ranges.push(start..start + len);
+        start += len;
+    }
+    let run = |kernel: GemmKernel| {
+        let mut out = Tensor::full(&[total, h], f32::NAN);
+        attention_packed_qkv(
+            out.view_mut(),
+            t(qkv.clone(), &[total, 3 * h]).view(),
+            &ranges,
+            heads,
+            kernel,
+        )
+        .unwrap();
+        out
+    };
+    let f32_bits = bits(run(GemmKernel::detect()).as_slice());
+    for kernel in GemmKernel::supported_for(koembed_tensor::PanelFormat::Bf16) {
+        if kernel.formats() == [koembed_tensor::PanelFormat::Bf16] {
+            assert_eq!(bits(run(kernel).as_slice()), f32_bits, "{kernel:?}");
+        }
+    }
+}
+
+/// A NaN in one sequence stays in it: the heads that run after it on the same thread (one
+/// thread: in order) reuse its scratch, padding included, and must give the bits they give alone.
+#[test]
+fn amx_bf16_attention_keeps_a_nan_inside_its_sequence() {
+    if !GemmKernel::AmxBf16.is_supported() {
+        eprintln!("no AMX-BF16 here: the bf16 attention kernel is not tested on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(79);
+    let (h, heads) = (64, 2);
+    let lengths = [40, 7, 33, 1, 18];
+    let total: usize = lengths.iter().sum();
+    for which in 0..3 {
+        let mut qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
+        // Row 3 of the first sequence: a NaN in q, k or v of both heads.
+        for head in 0..heads {
+            qkv[3 * 3 * h + which * h + head * 32 + 5] = f32::NAN;
+        }
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        for len in lengths {
+            ranges.push(start..start + len);
+            start += len;
+        }
+        let run = |ranges: &[std::ops::Range<usize>], qkv: &[f32], rows: usize| {
+            let mut out = Tensor::full(&[rows, h], 0.0);
+            attention_packed_qkv(
+                out.view_mut(),
+                t(qkv.to_vec(), &[rows, 3 * h]).view(),
+                ranges,
+                heads,
+                GemmKernel::AmxBf16,
+            )
+            .unwrap();
+            out
+        };
+        let out = common::with_threads(1, || run(&ranges, &qkv, total));
+        assert!(
+            out.as_slice()[..40 * h].iter().any(|v| v.is_nan()),
+            "q/k/v {which}: no NaN in its own sequence"
+        );
+        for r in &ranges[1..] {
+            let alone = run(&[0..r.len()], &qkv[r.start * 3 * h..r.end * 3 * h], r.len());
+            let got = &out.as_slice()[r.start * h..r.end * h];
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "NaN in q/k/v {which} leaked into {r:?}"
+            );
+            assert_eq!(bits(alone.as_slice()), bits(got), "sequence {r:?}");
+        }
+    }
+}

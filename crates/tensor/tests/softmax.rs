@@ -113,6 +113,13 @@ fn nan_and_plus_inf_rows_become_nan() {
     assert!(got.row(1).iter().all(|v| v.is_nan()));
     let third = 1.0f32 / 3.0;
     assert_eq!(got.row(2), &[third, third, third]);
+    // No finite entry at all: NaN still wins over the all-masked zeros.
+    let ninf = f32::NEG_INFINITY;
+    for row in [[f32::NAN; 3], [f32::NAN, ninf, ninf]] {
+        let mut got = t(row.to_vec(), &[1, 3]);
+        softmax_rows_inplace(got.view_mut()).unwrap();
+        assert!(got.row(0).iter().all(|v| v.is_nan()), "{row:?}");
+    }
 }
 
 #[test]

@@ -302,6 +302,16 @@ impl EncoderLayer {
         .sum()
     }
 
+    /// The kernel of attention's two products: bf16 ones (on AMX) in a bf16 layer, as
+    /// PyTorch runs a bf16 model; f32 in every other dtype (int8 quantizes the linear layers
+    /// only).
+    fn attention_kernel(&self) -> GemmKernel {
+        match &self.qkv.weight {
+            LinearWeight::Float(w) if w.format() == PanelFormat::Bf16 => w.kernel(),
+            _ => GemmKernel::detect(),
+        }
+    }
+
     /// x[num_tokens, hidden] -> the layer's output, in place.
     pub(crate) fn forward(
         &self,
@@ -341,7 +351,7 @@ impl EncoderLayer {
                 qkv.view(),
                 &group.sequences,
                 config.num_heads,
-                GemmKernel::detect(),
+                self.attention_kernel(),
             )
             .expect("shapes follow the config");
             laps.lap(Stage::Attention);

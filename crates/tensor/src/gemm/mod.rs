@@ -19,7 +19,7 @@
 //! inside a batch; see the `row_results_do_not_depend_on_the_batch` test).
 
 pub mod int8;
-mod kernels;
+pub(crate) mod kernels;
 pub mod naive;
 pub mod packed;
 mod panel_memory;

@@ -604,19 +604,19 @@ const PAR_PACK_MIN: usize = 1 << 18;
 /// Where one panel's values are in the source of [`PackedMatrix::pack_strided`]: columns
 /// `n0..n0 + cols` (of `nr`) and K steps `k0..k0 + kcb`.
 #[derive(Clone, Copy)]
-struct PanelSource {
-    nr: usize,
-    cols: usize,
-    k0: usize,
-    kcb: usize,
-    n0: usize,
-    row_stride: usize,
-    col_stride: usize,
+pub(crate) struct PanelSource {
+    pub nr: usize,
+    pub cols: usize,
+    pub k0: usize,
+    pub kcb: usize,
+    pub n0: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 /// Writes one panel (`kcb x nr`, K step major) from `data`; columns past `cols` are left as
 /// they are (zero).
-fn gather_panel(panel: &mut [f32], data: &[f32], src: PanelSource) {
+pub(crate) fn gather_panel(panel: &mut [f32], data: &[f32], src: PanelSource) {
     let PanelSource {
         nr,
         cols,

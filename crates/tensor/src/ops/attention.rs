@@ -27,6 +27,8 @@ use rayon::prelude::*;
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
+#[cfg(target_arch = "x86_64")]
+use crate::ops::attention_amx::{attention_amx, AmxAttention};
 use crate::ops::softmax::{softmax_row_scaled, SoftmaxKernel};
 use crate::tensor::{TensorView, TensorViewMut};
 
@@ -87,7 +89,11 @@ pub fn attention_single_sequence_qkv(
 /// Attention over a packed batch: `qkv[T_total, 3H]` holds the sequences' rows one after the
 /// other (`sequences`: ascending, non-overlapping row ranges), and each sequence attends only
 /// over its own rows (no padding, no mask). Rows outside every range are left untouched.
-/// `kernel` picks the GEMM micro-kernel (tests pin each one the CPU supports).
+/// `kernel` picks the GEMM micro-kernel (tests pin each one the CPU supports). The kernel of
+/// bf16 panels [`GemmKernel::AmxBf16`] runs both products in bf16 on AMX (Q, K, V and the
+/// probabilities rounded to bf16, f32 sums and softmax: see `attention_amx.rs`) when the head
+/// size is a multiple of 32; otherwise, and for [`GemmKernel::Avx512Bf16`], attention runs
+/// in f32 on [`GemmKernel::detect`]'s kernel.
 pub fn attention_packed_qkv(
     out: TensorViewMut<'_>,
     qkv: TensorView<'_>,
@@ -133,6 +139,19 @@ fn packed_qkv(
         data: data.get(offset..).unwrap_or(&[]),
         row_stride: 3 * h,
     });
+    let kernel = match kernel {
+        GemmKernel::AmxBf16 | GemmKernel::Avx512Bf16 => {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(amx) =
+                AmxAttention::new(h / n_heads).filter(|_| kernel == GemmKernel::AmxBf16)
+            {
+                attention_amx(amx, out.as_mut_slice(), h, n_heads, sources, sequences);
+                return Ok(());
+            }
+            GemmKernel::detect()
+        }
+        f32_kernel => f32_kernel,
+    };
     attention(out.as_mut_slice(), h, n_heads, sources, sequences, kernel);
     Ok(())
 }
@@ -149,21 +168,21 @@ fn check_heads(op: &'static str, h: usize, n_heads: usize) -> Result<()> {
 
 /// A `[T, H]` operand whose row `i` starts at `data[i * row_stride]`.
 #[derive(Clone, Copy)]
-struct Columns<'a> {
-    data: &'a [f32],
-    row_stride: usize,
+pub(super) struct Columns<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
 }
 
 impl<'a> Columns<'a> {
     /// From row `row`, column `col` on.
-    fn from(self, row: usize, col: usize) -> &'a [f32] {
+    pub fn from(self, row: usize, col: usize) -> &'a [f32] {
         &self.data[row * self.row_stride + col..]
     }
 }
 
 /// The output shared by the (sequence, head) tasks.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub *mut f32);
 // SAFETY: each task writes only its own sequence's rows x its own head's columns (the ranges are
 // checked disjoint), and `attention` returns only after rayon has joined every task.
 unsafe impl Send for OutPtr {}
@@ -172,7 +191,7 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// A method, so that closures capture the whole (Sync) wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -5,6 +5,8 @@
 //! thread runs it, so results are bit-identical for any thread count.
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_amx;
 pub mod gelu;
 pub mod gelu_f32;
 pub mod layernorm;

@@ -9,7 +9,8 @@
 //! - A row whose entries are all `-inf` (every key masked) becomes **all zeros**, not NaN: such a
 //!   query attends to nothing. (PyTorch gives NaN for `-inf` masks and a uniform row for its
 //!   `finfo.min` masks; koembed's packed batches never produce this row.)
-//! - A row with a NaN, or with `+inf` (inf - inf), becomes all NaN, as in PyTorch.
+//! - A row with a NaN (even one of NaN and `-inf` only), or with `+inf` (inf - inf), becomes all
+//!   NaN, as in PyTorch.
 
 use crate::error::{expect_2d, Result};
 use crate::ops::for_each_row;
@@ -27,7 +28,13 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
     // f32::max skips NaN; a NaN entry still makes the row NaN through exp(NaN) in the sum.
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     if max == f32::NEG_INFINITY {
-        row.fill(0.0);
+        // Every entry -inf (all masked) or NaN: NaN wins, as anywhere else in the row.
+        let fill = if row.iter().any(|v| v.is_nan()) {
+            f32::NAN
+        } else {
+            0.0
+        };
+        row.fill(fill);
         return;
     }
     let mut sum = 0.0f64;
@@ -125,7 +132,7 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use crate::ops::gelu_f32::{EXP_P, LN2_HI, LN2_LO, LOG2_E};
@@ -311,6 +318,110 @@ mod x86 {
                 let x = _mm512_maskz_loadu_ps(m, ptr.add(16 * c));
                 _mm512_mask_storeu_ps(ptr.add(16 * c), m, _mm512_mul_ps(x, vi));
             }
+        }
+    }
+
+    /// Row i < `rows` of `scores` (`n` f32 at `scores + i·ld`): softmax(row · `scale`) with
+    /// the exp of [`softmax_row_scaled_avx512`] but the sum in f32, as PyTorch's softmax sums
+    /// (lane-wise, then across lanes), written as bf16 to `dst + i·ld_dst` by
+    /// `vcvtne2ps2bf16` (nearest, ties to even; a probability below 2⁻¹²⁶ becomes 0, as
+    /// `tdpbf16ps` reads it anyway). The row keeps exp(v - max) in place.
+    ///
+    /// Made for attention's blocks of 16 query rows, whose rows are short (T values): each
+    /// pass runs over all the rows before the next, so the rows' reductions and the one
+    /// division of all their sums overlap rather than wait on each other (per row they were
+    /// a third of the time at T = 128). The max is taken before scaling: with `scale > 0`,
+    /// rounding keeps the order, so fl(max · scale) is the max of the fl(x · scale), and the
+    /// first pass only reads. NaN, +inf and all -inf rows follow [`super::softmax_row`].
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and BF16, and FMA; `scale` > 0; the rows of `scores` readable and
+    /// writable, those of `dst` writable, for i < rows.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,fma")]
+    pub(crate) unsafe fn softmax_rows_scaled_to_bf16_avx512(
+        scores: *mut f32,
+        ld: usize,
+        rows: usize,
+        n: usize,
+        scale: f32,
+        dst: *mut u16,
+        ld_dst: usize,
+    ) {
+        debug_assert!(scale > 0.0);
+        const GROUP: usize = 16;
+        let chunks = n.div_ceil(16);
+        let mask = |c: usize| -> __mmask16 {
+            let live = (n - 16 * c).min(16);
+            ((1u32 << live) - 1) as __mmask16
+        };
+        let vs = _mm512_set1_ps(scale);
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i0 = 0;
+        while i0 < rows {
+            let group = GROUP.min(rows - i0);
+            let mut maxes = [0.0f32; GROUP];
+            // 1 for the rows the scalar twin normalised already.
+            let mut sums = [1.0f32; GROUP];
+            // SAFETY (the passes): every access is of chunk c's lanes of a row i0 + i < rows
+            // under mask(c), or of whole chunks below n, inside the rows (the contract).
+            unsafe {
+                for (i, max) in maxes.iter_mut().enumerate().take(group) {
+                    let ptr = scores.add((i0 + i) * ld);
+                    let mut vmax = ninf;
+                    for c in 0..chunks {
+                        let x = _mm512_mask_loadu_ps(ninf, mask(c), ptr.add(16 * c));
+                        // Second operand on NaN: NaN entries are skipped, as f32::max does.
+                        vmax = _mm512_max_ps(x, vmax);
+                    }
+                    *max = _mm512_reduce_max_ps(vmax) * scale;
+                }
+                for (i, (&max, sum)) in maxes.iter().zip(&mut sums).enumerate().take(group) {
+                    let ptr = scores.add((i0 + i) * ld);
+                    if !max.is_finite() {
+                        let row = std::slice::from_raw_parts_mut(ptr, n);
+                        row.iter_mut().for_each(|v| *v *= scale);
+                        super::softmax_row(row);
+                        continue;
+                    }
+                    let vm = _mm512_set1_ps(max);
+                    let mut acc = [_mm512_setzero_ps(); 2];
+                    for c in 0..chunks {
+                        let m = mask(c);
+                        let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
+                        let e = exp_avx512(_mm512_sub_ps(_mm512_mul_ps(x, vs), vm));
+                        _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
+                        acc[c % 2] = _mm512_add_ps(acc[c % 2], e);
+                    }
+                    *sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+                }
+                let mut inverses = [0.0f32; GROUP];
+                let sums = _mm512_loadu_ps(sums.as_ptr());
+                _mm512_storeu_ps(
+                    inverses.as_mut_ptr(),
+                    _mm512_div_ps(_mm512_set1_ps(1.0), sums),
+                );
+                for (i, &inverse) in inverses.iter().enumerate().take(group) {
+                    let ptr = scores.add((i0 + i) * ld);
+                    let out = dst.add((i0 + i) * ld_dst);
+                    let vi = _mm512_set1_ps(inverse);
+                    let mut c = 0;
+                    while 16 * (c + 2) <= n {
+                        let a = _mm512_mul_ps(_mm512_loadu_ps(ptr.add(16 * c)), vi);
+                        let b = _mm512_mul_ps(_mm512_loadu_ps(ptr.add(16 * c + 16)), vi);
+                        let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+                        _mm512_storeu_si512(out.add(16 * c).cast(), pairs);
+                        c += 2;
+                    }
+                    while c < chunks {
+                        let m = mask(c);
+                        let a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, ptr.add(16 * c)), vi);
+                        let half: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(a));
+                        _mm256_mask_storeu_epi16(out.add(16 * c).cast(), m, half);
+                        c += 1;
+                    }
+                }
+            }
+            i0 += group;
         }
     }
 

@@ -445,3 +445,101 @@ unsafe fn tile_amx(
         );
     }
 }
+
+/// `C[16 x 16·blocks] = A[16 x steps] · B[steps x 16·blocks]` with sums from zero, for
+/// attention's products, whose operands a head makes per call rather than packs once: A is 16
+/// rows of bf16 pairs (one f32-sized step each) at stride `lda` steps, B one row of pairs per
+/// step at stride `ldb` (column block j at step j·16 of each row), C f32 at stride `ldc`.
+/// Each C block is summed over all steps in one tile before it is stored; four blocks at a
+/// time share each A tile load.
+///
+/// # Safety
+/// Holding `_proof` (AMX-BF16 with the state granted); `steps` a multiple of 16; A's 16 rows
+/// of `steps` values, B's `steps` rows of `16·blocks` values and C's 16 rows of `16·blocks`
+/// values lie inside their allocations at the given strides; C is not read, only written, and
+/// overlaps neither A nor B.
+#[allow(clippy::too_many_arguments)] // three strided operands
+pub(crate) unsafe fn multiply_16_rows_amx(
+    _proof: AmxBf16Kernel,
+    steps: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    blocks: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    assert!(steps.is_multiple_of(STEPS), "AMX rows: {steps} steps");
+    let (sa, sb, sc) = (lda * 4, ldb * 4, ldc * 4);
+    // SAFETY (whole body): the contract; every tile load reads 16 rows of 64 bytes of A (at
+    // step q·16) or B (rows q·16.., block j), every store writes 16 rows of 64 bytes of C's
+    // block j, all inside the regions above.
+    unsafe {
+        configure_tiles();
+        let mut j0 = 0;
+        while j0 < blocks {
+            let group = (blocks - j0).min(4);
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let mut q = 0;
+            while q < steps {
+                asm!(
+                    "tileloadd tmm4, [{p} + {s}*1]",
+                    p = in(reg) a.add(q), s = in(reg) sa, options(nostack, readonly),
+                );
+                for g in 0..group {
+                    let bp = b.add(q * ldb + (j0 + g) * 16);
+                    // B tiles rotate over three registers, so a load need not wait for
+                    // the product that read the previous one.
+                    match g {
+                        0 => asm!(
+                            "tileloadd tmm5, [{p} + {s}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm5",
+                            p = in(reg) bp, s = in(reg) sb, options(nostack, readonly),
+                        ),
+                        1 => asm!(
+                            "tileloadd tmm6, [{p} + {s}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm6",
+                            p = in(reg) bp, s = in(reg) sb, options(nostack, readonly),
+                        ),
+                        2 => asm!(
+                            "tileloadd tmm7, [{p} + {s}*1]",
+                            "tdpbf16ps tmm2, tmm4, tmm7",
+                            p = in(reg) bp, s = in(reg) sb, options(nostack, readonly),
+                        ),
+                        _ => asm!(
+                            "tileloadd tmm5, [{p} + {s}*1]",
+                            "tdpbf16ps tmm3, tmm4, tmm5",
+                            p = in(reg) bp, s = in(reg) sb, options(nostack, readonly),
+                        ),
+                    }
+                }
+                q += STEPS;
+            }
+            for g in 0..group {
+                let cp = c.add((j0 + g) * 16);
+                match g {
+                    0 => {
+                        asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) cp, s = in(reg) sc, options(nostack))
+                    }
+                    1 => {
+                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) cp, s = in(reg) sc, options(nostack))
+                    }
+                    2 => {
+                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) cp, s = in(reg) sc, options(nostack))
+                    }
+                    _ => {
+                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) cp, s = in(reg) sc, options(nostack))
+                    }
+                }
+            }
+            j0 += group;
+        }
+    }
+}

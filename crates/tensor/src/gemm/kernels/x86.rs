@@ -580,24 +580,6 @@ pub(crate) unsafe fn store_rows_bf16_avx512(
     dst: *mut u16,
     ld_dst: usize,
 ) {
-    // Rounded f32 bits: the bf16 in the high half.
-    let round = |bits: __m512i| {
-        let nan = _mm512_cmpgt_epu32_mask(
-            _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff)),
-            _mm512_set1_epi32(0x7f80_0000),
-        );
-        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-        let high_half = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        let rounded = _mm512_and_si512(
-            _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)),
-            high_half,
-        );
-        let nan_bits = _mm512_and_si512(
-            _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000)),
-            high_half,
-        );
-        _mm512_mask_blend_epi32(nan, rounded, nan_bits)
-    };
     // u16 lane t of the pair (a, b) taken from lane 2t + 1 of a:b: the high halves, in order.
     let high_halves = _mm512_set_epi16(
         63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
@@ -610,8 +592,8 @@ pub(crate) unsafe fn store_rows_bf16_avx512(
         let mut j = 0;
         while j + 32 <= cols {
             unsafe {
-                let a = round(_mm512_castps_si512(_mm512_loadu_ps(s.add(j))));
-                let b = round(_mm512_castps_si512(_mm512_loadu_ps(s.add(j + 16))));
+                let a = round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(s.add(j))));
+                let b = round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(s.add(j + 16))));
                 let halves = _mm512_permutex2var_epi16(a, high_halves, b);
                 _mm512_storeu_si512(d.add(j).cast(), halves);
             }
@@ -625,11 +607,65 @@ pub(crate) unsafe fn store_rows_bf16_avx512(
                 _mm512_mask_cvtepi32_storeu_epi16(
                     d.add(j).cast(),
                     mask,
-                    _mm512_srli_epi32::<16>(round(bits)),
+                    _mm512_srli_epi32::<16>(round_bf16_high_avx512(bits)),
                 );
             }
             j += 16;
         }
+    }
+}
+
+/// The f32 `bits` rounded to bf16 as [`crate::gemm::packed::round_to_bf16`] rounds (nearest,
+/// ties to even; NaN stays NaN), the bf16 in the high half of each lane, the low half zero.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn round_bf16_high_avx512(bits: __m512i) -> __m512i {
+    let nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff)),
+        _mm512_set1_epi32(0x7f80_0000),
+    );
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+    let high_half = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let rounded = _mm512_and_si512(
+        _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)),
+        high_half,
+    );
+    let nan_bits = _mm512_and_si512(
+        _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000)),
+        high_half,
+    );
+    _mm512_mask_blend_epi32(nan, rounded, nan_bits)
+}
+
+/// `dst[j]` for j < `cols` = the pair (bf16(`even[j]`) low, bf16(`odd[j]`) high), rounded as
+/// [`round_bf16_high_avx512`]; `odd` null stands for a row of zeros. Two rows of V become one
+/// K step of the `tdpbf16ps` operand this way (the step's two k are two keys).
+///
+/// # Safety
+/// AVX-512F; `cols` a multiple of 16; `even`, and `odd` unless null, hold `cols` readable f32;
+/// `dst` holds `cols` writable u32.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn interleave_rows_bf16_avx512(
+    even: *const f32,
+    odd: *const f32,
+    cols: usize,
+    dst: *mut u32,
+) {
+    debug_assert!(cols.is_multiple_of(16));
+    let mut j = 0;
+    while j < cols {
+        // SAFETY: lanes j .. j + 16 <= cols of each row (the contract).
+        unsafe {
+            let lo = round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(even.add(j))));
+            let hi = if odd.is_null() {
+                _mm512_setzero_si512()
+            } else {
+                round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(odd.add(j))))
+            };
+            let pair = _mm512_or_si512(hi, _mm512_srli_epi32::<16>(lo));
+            _mm512_storeu_si512(dst.add(j).cast(), pair);
+        }
+        j += 16;
     }
 }
 
