@@ -429,6 +429,74 @@ pub(crate) mod x86 {
     mod tests {
         use super::*;
 
+        /// The bf16 rows (attention on AMX): every row of a group of 21 (two groups of the
+        /// kernel, the second partial) against the f32 kernel's probabilities rounded to bf16:
+        /// at most one bf16 step apart (its sum is f32, not f64), on odd lengths, with NaN,
+        /// +inf and all -inf rows among them.
+        #[test]
+        fn bf16_rows_equal_the_f32_kernel_rounded_within_a_step() {
+            if !(crate::avx512_enabled()
+                && is_x86_feature_detected!("avx512bf16")
+                && is_x86_feature_detected!("avx512bw"))
+            {
+                return;
+            }
+            let mut state = 11u64;
+            let mut next = || {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0
+            };
+            let scale = 0.125f32;
+            for n in [1, 7, 16, 17, 31, 32, 33, 65, 130, 200] {
+                let rows = 21;
+                let ld = n + 3;
+                let mut scores: Vec<f32> = (0..rows * ld).map(|_| next()).collect();
+                scores[2 * ld + n / 2] = f32::NAN;
+                scores[5 * ld..5 * ld + n].fill(f32::NEG_INFINITY);
+                scores[19 * ld + n - 1] = f32::INFINITY;
+                let want: Vec<Vec<f32>> = (0..rows)
+                    .map(|i| {
+                        let mut row = scores[i * ld..i * ld + n].to_vec();
+                        // SAFETY: AVX-512F and FMA checked above.
+                        unsafe { softmax_row_scaled_avx512(&mut row, scale) };
+                        row
+                    })
+                    .collect();
+                let ld_dst = n + 1;
+                let mut dst = vec![0xffffu16; rows * ld_dst];
+                // SAFETY: AVX-512 F, BW, BF16 and FMA checked above; rows of n values at
+                // strides ld and ld_dst inside both buffers.
+                unsafe {
+                    softmax_rows_scaled_to_bf16_avx512(
+                        scores.as_mut_ptr(),
+                        ld,
+                        rows,
+                        n,
+                        scale,
+                        dst.as_mut_ptr(),
+                        ld_dst,
+                    )
+                };
+                for (i, want) in want.iter().enumerate() {
+                    let got = &dst[i * ld_dst..i * ld_dst + n];
+                    assert_eq!(dst[i * ld_dst + n], 0xffff, "n {n} row {i}: wrote past n");
+                    for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
+                        let g = f32::from_bits((g as u32) << 16);
+                        let w = crate::gemm::packed::round_to_bf16(w);
+                        let what = format!("n {n} row {i} entry {j}: {g} vs {w}");
+                        if w.is_nan() {
+                            assert!(g.is_nan(), "{what}");
+                        } else {
+                            let steps = (g.to_bits() as i64 - w.to_bits() as i64).abs() >> 16;
+                            assert!(steps <= 1, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+
         /// ulp distance between an f32 and the f64 truth, in units of the f32 ulp at the truth.
         fn ulps(got: f32, want: f64) -> f64 {
             let w = want as f32;
