@@ -29,7 +29,7 @@ use crate::error::{expect_2d, expect_shape, Result, TensorError};
 use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
 #[cfg(target_arch = "x86_64")]
 use crate::ops::attention_amx::{attention_amx, AmxAttention};
-use crate::ops::softmax::{softmax_row_scaled, SoftmaxKernel};
+use crate::ops::softmax::{softmax_rows_scaled, SoftmaxKernel};
 use crate::tensor::{TensorView, TensorViewMut};
 
 /// Query rows per score block (a multiple of both micro-kernels' MR, 6 and 8).
@@ -255,9 +255,7 @@ fn attention(
                     &keys,
                 )
             };
-            for row in block.chunks_exact_mut(t) {
-                softmax_row_scaled(row, scale, softmax);
-            }
+            softmax_rows_scaled(block, t, scale, softmax);
             // SAFETY: rows rows.start + r0 .. + m (< rows.end <= rows_total) x columns
             // col .. col + d (<= h) of `out`, at stride h: this task's own region (see OutPtr).
             unsafe {
