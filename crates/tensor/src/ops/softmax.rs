@@ -153,7 +153,21 @@ pub(crate) fn softmax_rows_scaled(rows: &mut [f32], n: usize, scale: f32, kernel
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::ops::gelu_f32::{EXP_P, LN2_HI, LN2_LO, LOG2_E};
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO; LN2_HI has 9 significant bits, so n·LN2_HI is exact for |n| < 2^15.
+    const LN2_HI: f32 = 355.0 / 512.0;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // exp(r) for |r| <= ln2/2: Taylor coefficients 1/i!, i = 0..=7, highest first for Horner.
+    const EXP_P: [f32; 8] = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
 
     /// exp of 8 lanes. Below -88 (-inf included) gives 0 (exp(-88) = 6e-39 only matters
     /// against a sum of at least 1 as a denormal); NaN stays NaN; valid for x <= 88.
