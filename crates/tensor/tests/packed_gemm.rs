@@ -762,3 +762,36 @@ fn pair_output_and_input_equal_the_f32_path_rounded() {
     let f32_panels = PackedMatrix::pack_b(w.view()).unwrap();
     assert!(Bf16Pairs::for_input_of(&f32_panels, 4).is_none());
 }
+
+/// The pair kernels (AMX `tdpbf16ps`, `vdpbf16ps`) read a denormal bf16 as zero: what lets
+/// the bf16 stores that feed them flush denormals (`vcvtne2ps2bf16`) without changing a
+/// product. The FMA kernels on bf16 panels keep them.
+#[test]
+fn pair_kernels_read_denormals_as_zero() {
+    use koembed_tensor::PanelFormat;
+    let (m, n, k) = (32, 32, 32);
+    // bf16(1e-39) is a denormal bf16; times 1e30, 32 times: 3.2e-8 unless read as zero.
+    let x = Tensor::from_vec(vec![1e-39f32; m * k], &[m, k]).unwrap();
+    let w = Tensor::from_vec(vec![1e30f32; n * k], &[n, k]).unwrap();
+    let bias = Tensor::zeros(&[n]);
+    for kernel in GemmKernel::supported_for(PanelFormat::Bf16) {
+        let packed = PackedMatrix::pack_b_as(w.view(), kernel, PanelFormat::Bf16).unwrap();
+        let mut out = Tensor::full(&[m, n], f32::NAN);
+        matmul_packed_bias(
+            out.view_mut(),
+            x.view(),
+            &packed,
+            bias.view(),
+            Epilogue::None,
+        )
+        .unwrap();
+        let pairs = kernel.formats() == [PanelFormat::Bf16];
+        for &v in out.as_slice() {
+            if pairs {
+                assert_eq!(v, 0.0, "{kernel:?}");
+            } else {
+                assert!(v > 3e-8 && v < 3.5e-8, "{kernel:?}: {v:e}");
+            }
+        }
+    }
+}

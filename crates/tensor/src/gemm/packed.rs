@@ -46,7 +46,7 @@ use rayon::prelude::*;
 use super::kernels::amx::AmxBf16Kernel;
 use super::kernels::portable::PortableKernel;
 #[cfg(target_arch = "x86_64")]
-use super::kernels::x86::{store_rows_bf16_avx512, Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel};
+use super::kernels::x86::{Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel, Bf16RowStore};
 pub use super::kernels::PanelFormat;
 use super::kernels::{tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use super::panel_memory::PanelMemory;
@@ -560,17 +560,18 @@ fn rows_of(
 /// Rows `rows` of `x` (row stride `lda`, `k` values each) as bf16 pairs into `dst`, row stride
 /// `steps` (at least `k.div_ceil(2)`): step p of a row holds bf16(x[2p]) in its low half and
 /// bf16(x[2p + 1]) (0 past K) in its high half, stored as the bits of an f32; zeros after.
+/// Denormals may become zero ([`Bf16RowStore::Cvtne`]): the pair kernels read them so.
 fn fill_bf16_pairs(dst: &mut [f32], x: &[f32], rows: std::ops::Range<usize>, k: usize, lda: usize) {
     let steps = dst.len() / rows.len().max(1);
     #[cfg(target_arch = "x86_64")]
-    if crate::avx512_enabled() && is_x86_feature_detected!("avx512bw") && !rows.is_empty() {
-        // The same rounding 32 values a store (the loop below, compiled for SSE2 only, was
-        // 6% of a bf16 batch).
+    if let Some(store) = Bf16RowStore::detect().filter(|_| !rows.is_empty()) {
+        // 32 values a store (the scalar loop below, compiled for SSE2 only, was 6% of a bf16
+        // batch).
         assert!(steps >= k.div_ceil(2) && x.len() >= (rows.end - 1) * lda + k);
-        // SAFETY: AVX-512 F + BW (checked); rows.len() rows of k f32 at stride lda from row
+        // SAFETY: `store` detected here; rows.len() rows of k f32 at stride lda from row
         // rows.start (inside x, asserted), into rows of 2·steps >= k u16 covering `dst`.
         unsafe {
-            store_rows_bf16_avx512(
+            store.store(
                 x[rows.start * lda..].as_ptr(),
                 lda,
                 rows.len(),
@@ -579,7 +580,7 @@ fn fill_bf16_pairs(dst: &mut [f32], x: &[f32], rows: std::ops::Range<usize>, k: 
                 2 * steps,
             )
         };
-        if k % 2 == 1 || steps > k / 2 {
+        if 2 * steps > k {
             for row in dst.chunks_exact_mut(steps) {
                 // SAFETY: as below, the row's u16 view.
                 let halves: &mut [u16] =
@@ -1303,9 +1304,7 @@ impl<'a> Call<'a> {
         // A bf16 output's f32 tile, and whether AVX-512 rounds it into the output.
         let mut pairs_tile = [0.0f32; MAX_TILE];
         #[cfg(target_arch = "x86_64")]
-        let rounding_store_avx512 = self.pairs_out.is_some()
-            && crate::avx512_enabled()
-            && is_x86_feature_detected!("avx512bw");
+        let rounding_store = self.pairs_out.and_then(|_| Bf16RowStore::detect());
         let mut k0 = 0;
         loop {
             let kcb = self.w.kc.min(k - k0);
@@ -1377,11 +1376,11 @@ impl<'a> Call<'a> {
                         let tmp = &mut pairs_tile;
                         run_tile(tmp.as_mut_ptr(), nr);
                         #[cfg(target_arch = "x86_64")]
-                        if rounding_store_avx512 {
-                            // SAFETY: AVX-512F + BW (checked); tmp holds tile_rows rows of nr >= cols
-                            // f32; the output rows as below.
+                        if let Some(store) = rounding_store {
+                            // SAFETY: `store` detected above; tmp holds tile_rows rows of nr >=
+                            // cols f32; the output rows as below.
                             unsafe {
-                                store_rows_bf16_avx512(
+                                store.store(
                                     tmp.as_ptr(),
                                     nr,
                                     tile_rows,
@@ -1483,11 +1482,13 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx512_bf16_store_rounds_like_the_scalar_one() {
+    fn the_avx512_bf16_stores_round_like_the_scalar_one() {
+        use super::super::kernels::x86::{store_rows_bf16_avx512, store_rows_bf16_cvtne_avx512};
         if !crate::avx512_enabled() || !is_x86_feature_detected!("avx512bw") {
             println!("no AVX-512 BW here: nothing to compare");
             return;
         }
+        let cvtne = is_x86_feature_detected!("avx512bf16");
         // The same bit patterns as above (NaN, inf, denormals, ties), in rows of odd widths
         // (masked tails) at odd strides.
         let mut values = Vec::new();
@@ -1511,27 +1512,37 @@ mod tests {
                 .chunks(rows * ld_src)
                 .filter(|c| c.len() == rows * ld_src)
             {
-                let mut got = vec![0xabcdu16; rows * ld_dst];
-                // SAFETY: AVX-512F + BW (checked above); `chunk` holds rows x ld_src >= cols f32
-                // and `got` rows x ld_dst >= cols u16.
-                unsafe {
-                    super::store_rows_bf16_avx512(
-                        chunk.as_ptr(),
-                        ld_src,
-                        rows,
-                        cols,
-                        got.as_mut_ptr(),
-                        ld_dst,
-                    )
-                };
-                for i in 0..rows {
-                    for j in 0..ld_dst {
-                        let want = if j < cols {
-                            (round_to_bf16(chunk[i * ld_src + j]).to_bits() >> 16) as u16
+                for flushing in [false, true] {
+                    if flushing && !cvtne {
+                        continue;
+                    }
+                    let mut got = vec![0xabcdu16; rows * ld_dst];
+                    // SAFETY: AVX-512 F + BW (and BF16 when flushing) checked above; `chunk`
+                    // holds rows x ld_src >= cols f32 and `got` rows x ld_dst >= cols u16.
+                    unsafe {
+                        let store = if flushing {
+                            store_rows_bf16_cvtne_avx512
                         } else {
-                            0xabcd // past the row's values: untouched
+                            store_rows_bf16_avx512
                         };
-                        assert_eq!(got[i * ld_dst + j], want, "{rows}x{cols} ({i}, {j})");
+                        store(chunk.as_ptr(), ld_src, rows, cols, got.as_mut_ptr(), ld_dst)
+                    };
+                    for i in 0..rows {
+                        for j in 0..ld_dst {
+                            let v = chunk.get(i * ld_src + j).copied().unwrap_or(0.0);
+                            let want = if j >= cols {
+                                0xabcd // past the row's values: untouched
+                            } else if flushing && v.is_subnormal() {
+                                (v.to_bits() >> 16) as u16 & 0x8000 // ±0
+                            } else {
+                                (round_to_bf16(v).to_bits() >> 16) as u16
+                            };
+                            assert_eq!(
+                                got[i * ld_dst + j],
+                                want,
+                                "{rows}x{cols} ({i}, {j}) {v:e}, flushing: {flushing}"
+                            );
+                        }
                     }
                 }
             }

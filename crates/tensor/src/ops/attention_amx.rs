@@ -9,7 +9,8 @@
 //! ctx_h  = fl32(P · bf16(V_h))                      // tdpbf16ps, f32 sums
 //! ```
 //!
-//! Each head rounds its Q, K and V columns to bf16 into per-thread scratch, laid out as
+//! Each head rounds its Q, K and V columns to bf16 (`vcvtne2ps2bf16`: denormals become zero, as
+//! `tdpbf16ps` reads them anyway) into per-thread scratch, laid out as
 //! `tdpbf16ps` reads them: Q as rows of pairs of dimensions, K transposed (a step is a pair of
 //! dimensions, the columns are keys), V as pairs of keys (a step is two consecutive keys, the
 //! columns are dimensions), keys padded with zeros to whole steps. Queries run 16 at a time:
@@ -27,7 +28,7 @@ use rayon::prelude::*;
 use super::attention::{Columns, OutPtr};
 use crate::aligned::CacheLineVec;
 use crate::gemm::kernels::amx::{multiply_16_rows_amx, AmxBf16Kernel};
-use crate::gemm::kernels::x86::{interleave_rows_bf16_avx512, store_rows_bf16_avx512};
+use crate::gemm::kernels::x86::{interleave_rows_bf16_avx512, store_rows_bf16_cvtne_avx512};
 use crate::gemm::packed::{gather_panel, PanelSource};
 use crate::ops::softmax::x86::softmax_rows_scaled_to_bf16_avx512;
 
@@ -185,10 +186,10 @@ impl Head {
 
         let q_pairs = scratch.q.take(t16 * dims);
         let k_rows = scratch.k_rows.take(t * dims);
-        // SAFETY: AVX-512 F + BW (the proof); t rows of d f32 at the source stride (asserted
-        // above), t rows of d bf16 = dims pairs into buffers of t16·dims and t·dims pairs.
+        // SAFETY: AVX-512 F, BW and BF16 (the proof); t rows of d f32 at the source stride
+        // (asserted above), t rows of d bf16 = dims pairs into buffers of t16·dims and t·dims pairs.
         unsafe {
-            store_rows_bf16_avx512(
+            store_rows_bf16_cvtne_avx512(
                 q_src.as_ptr(),
                 q.row_stride,
                 t,
@@ -196,7 +197,7 @@ impl Head {
                 q_pairs.as_mut_ptr().cast(),
                 d,
             );
-            store_rows_bf16_avx512(
+            store_rows_bf16_cvtne_avx512(
                 k_src.as_ptr(),
                 k.row_stride,
                 t,
@@ -235,7 +236,7 @@ impl Head {
             if even.is_null() {
                 step.fill(0.0);
             } else {
-                // SAFETY: AVX-512F (the proof); d is a multiple of 16; both rows hold d f32
+                // SAFETY: AVX-512 F, BW and BF16 (the proof); d is a multiple of 16; both rows hold d f32
                 // (asserted above), `step` d values.
                 unsafe { interleave_rows_bf16_avx512(even, odd, d, step.as_mut_ptr().cast()) };
             }

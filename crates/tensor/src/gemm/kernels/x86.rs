@@ -615,6 +615,101 @@ pub(crate) unsafe fn store_rows_bf16_avx512(
     }
 }
 
+/// [`store_rows_bf16_avx512`] by `vcvtne2ps2bf16`, 32 values an instruction instead of ten
+/// integer operations per 16: the same bits, except that f32 denormals become ±0 (the
+/// instruction reads them as zero). Only for bf16 that a pair kernel reads: `tdpbf16ps` and
+/// `vdpbf16ps` read a denormal bf16 as zero too (`pair_kernels_read_denormals_as_zero` in
+/// tests/packed_gemm.rs), so their products are the same either way.
+///
+/// # Safety
+/// AVX-512 F, BW and BF16; `src + i·ld_src .. + cols` readable and `dst + i·ld_dst .. + cols`
+/// writable for i < rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn store_rows_bf16_cvtne_avx512(
+    src: *const f32,
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut u16,
+    ld_dst: usize,
+) {
+    for i in 0..rows {
+        // SAFETY (the loop): lanes j.. of row i, inside both rows (the contract); masked lanes
+        // are neither read nor written.
+        unsafe {
+            let (s, d) = (src.add(i * ld_src), dst.add(i * ld_dst));
+            let mut j = 0;
+            while j + 32 <= cols {
+                let a = _mm512_loadu_ps(s.add(j));
+                let b = _mm512_loadu_ps(s.add(j + 16));
+                let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+                _mm512_storeu_si512(d.add(j).cast(), halves);
+                j += 32;
+            }
+            while j < cols {
+                let lanes = (cols - j).min(16);
+                let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+                let half: __m256i =
+                    std::mem::transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, s.add(j))));
+                _mm256_mask_storeu_epi16(d.add(j).cast(), mask, half);
+                j += 16;
+            }
+        }
+    }
+}
+
+/// How rows of f32 become bf16 for a pair kernel: checked once, used per tile or row block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bf16RowStore {
+    /// `vcvtne2ps2bf16` ([`store_rows_bf16_cvtne_avx512`]): denormals to zero.
+    Cvtne,
+    /// The rounding in integer operations ([`store_rows_bf16_avx512`]): exact
+    /// [`crate::gemm::packed::round_to_bf16`].
+    RoundBw,
+}
+
+impl Bf16RowStore {
+    /// The faster store this CPU has, if any (AVX-512 kernels enabled, BW, and BF16 for
+    /// [`Bf16RowStore::Cvtne`]).
+    pub(crate) fn detect() -> Option<Self> {
+        if !crate::avx512_enabled() || !is_x86_feature_detected!("avx512bw") {
+            return None;
+        }
+        Some(if is_x86_feature_detected!("avx512bf16") {
+            Bf16RowStore::Cvtne
+        } else {
+            Bf16RowStore::RoundBw
+        })
+    }
+
+    /// Rows i < `rows`: `dst + i·ld_dst` = bf16 of `cols` f32 at `src + i·ld_src`.
+    ///
+    /// # Safety
+    /// `self` came from [`Self::detect`] on this CPU; `src + i·ld_src .. + cols` readable and
+    /// `dst + i·ld_dst .. + cols` writable for i < rows.
+    pub(crate) unsafe fn store(
+        self,
+        src: *const f32,
+        ld_src: usize,
+        rows: usize,
+        cols: usize,
+        dst: *mut u16,
+        ld_dst: usize,
+    ) {
+        // SAFETY: the contract; `detect` checked the features of each.
+        unsafe {
+            match self {
+                Bf16RowStore::Cvtne => {
+                    store_rows_bf16_cvtne_avx512(src, ld_src, rows, cols, dst, ld_dst)
+                }
+                Bf16RowStore::RoundBw => {
+                    store_rows_bf16_avx512(src, ld_src, rows, cols, dst, ld_dst)
+                }
+            }
+        }
+    }
+}
+
 /// The f32 `bits` rounded to bf16 as [`crate::gemm::packed::round_to_bf16`] rounds (nearest,
 /// ties to even; NaN stays NaN), the bf16 in the high half of each lane, the low half zero.
 #[inline]
@@ -637,14 +732,15 @@ pub(crate) fn round_bf16_high_avx512(bits: __m512i) -> __m512i {
     _mm512_mask_blend_epi32(nan, rounded, nan_bits)
 }
 
-/// `dst[j]` for j < `cols` = the pair (bf16(`even[j]`) low, bf16(`odd[j]`) high), rounded as
-/// [`round_bf16_high_avx512`]; `odd` null stands for a row of zeros. Two rows of V become one
-/// K step of the `tdpbf16ps` operand this way (the step's two k are two keys).
+/// `dst[j]` for j < `cols` = the pair (bf16(`even[j]`) low, bf16(`odd[j]`) high), converted
+/// by `vcvtne2ps2bf16` as [`store_rows_bf16_cvtne_avx512`] converts (denormals to zero);
+/// `odd` null stands for a row of zeros. Two rows of V become one K step of the
+/// `tdpbf16ps` operand this way (the step's two k are two keys).
 ///
 /// # Safety
-/// AVX-512F; `cols` a multiple of 16; `even`, and `odd` unless null, hold `cols` readable f32;
-/// `dst` holds `cols` writable u32.
-#[target_feature(enable = "avx512f")]
+/// AVX-512 F, BW and BF16; `cols` a multiple of 16; `even`, and `odd` unless null, hold `cols`
+/// readable f32; `dst` holds `cols` writable u32.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(crate) unsafe fn interleave_rows_bf16_avx512(
     even: *const f32,
     odd: *const f32,
@@ -652,18 +748,26 @@ pub(crate) unsafe fn interleave_rows_bf16_avx512(
     dst: *mut u32,
 ) {
     debug_assert!(cols.is_multiple_of(16));
+    // u16 lane 2t from lane t (even row), lane 2t + 1 from lane 16 + t (odd row).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
     let mut j = 0;
     while j < cols {
         // SAFETY: lanes j .. j + 16 <= cols of each row (the contract).
         unsafe {
-            let lo = round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(even.add(j))));
+            let lo = _mm512_loadu_ps(even.add(j));
             let hi = if odd.is_null() {
-                _mm512_setzero_si512()
+                _mm512_setzero_ps()
             } else {
-                round_bf16_high_avx512(_mm512_castps_si512(_mm512_loadu_ps(odd.add(j))))
+                _mm512_loadu_ps(odd.add(j))
             };
-            let pair = _mm512_or_si512(hi, _mm512_srli_epi32::<16>(lo));
-            _mm512_storeu_si512(dst.add(j).cast(), pair);
+            let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(
+                dst.add(j).cast(),
+                _mm512_permutexvar_epi16(interleave, halves),
+            );
         }
         j += 16;
     }
