@@ -308,6 +308,38 @@ fn bf16_reference_row(
     (ctx, tol)
 }
 
+/// Row ranges of sequences of `lengths` packed one after the other from row `start`.
+fn packed_ranges(start: usize, lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = start;
+    for &len in lengths {
+        ranges.push(start..start + len);
+        start += len;
+    }
+    ranges
+}
+
+/// `attention_packed_qkv` on the AMX bf16 kernel into `rows x h` filled with `fill` first.
+fn run_amx(
+    ranges: &[std::ops::Range<usize>],
+    qkv: &[f32],
+    rows: usize,
+    h: usize,
+    heads: usize,
+    fill: f32,
+) -> Tensor {
+    let mut out = Tensor::full(&[rows, h], fill);
+    attention_packed_qkv(
+        out.view_mut(),
+        t(qkv.to_vec(), &[rows, 3 * h]).view(),
+        ranges,
+        heads,
+        GemmKernel::AmxBf16,
+    )
+    .unwrap();
+    out
+}
+
 /// (H, n_heads) whose heads are whole AMX steps (d = 32, 64, 128: up to 8 column tiles).
 const AMX_HEADS: [(usize, usize); 4] = [(64, 2), (384, 12), (128, 2), (128, 1)];
 const AMX_LENGTHS: [usize; 10] = [1, 7, 17, 65, 130, 3, 200, 16, 32, 33];
@@ -324,23 +356,9 @@ fn amx_bf16_attention_matches_the_bf16_definition() {
         let scale = (1.0 / (d as f64).sqrt()) as f32;
         let total: usize = AMX_LENGTHS.iter().sum::<usize>() + 5;
         let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
-        let mut ranges = Vec::new();
-        let mut start = 5;
-        for len in AMX_LENGTHS {
-            ranges.push(start..start + len);
-            start += len;
-        }
+        let ranges = packed_ranges(5, &AMX_LENGTHS);
         let run = |ranges: &[std::ops::Range<usize>], qkv: &[f32], rows: usize| {
-            let mut out = Tensor::full(&[rows, h], f32::NAN);
-            attention_packed_qkv(
-                out.view_mut(),
-                t(qkv.to_vec(), &[rows, 3 * h]).view(),
-                ranges,
-                heads,
-                GemmKernel::AmxBf16,
-            )
-            .unwrap();
-            out
+            run_amx(ranges, qkv, rows, h, heads, f32::NAN)
         };
         let out = run(&ranges, &qkv, total);
         assert!(
@@ -395,12 +413,7 @@ fn amx_bf16_attention_falls_back_to_f32_for_other_head_sizes() {
     let (h, heads) = (48, 2);
     let total: usize = AMX_LENGTHS.iter().sum();
     let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    for len in AMX_LENGTHS {
-        ranges.push(start..start + len);
-        start += len;
-    }
+    let ranges = packed_ranges(0, &AMX_LENGTHS);
     let run = |kernel: GemmKernel| {
         let mut out = Tensor::full(&[total, h], f32::NAN);
         attention_packed_qkv(
@@ -439,23 +452,9 @@ fn amx_bf16_attention_keeps_a_nan_inside_its_sequence() {
         for head in 0..heads {
             qkv[3 * 3 * h + which * h + head * 32 + 5] = f32::NAN;
         }
-        let mut ranges = Vec::new();
-        let mut start = 0;
-        for len in lengths {
-            ranges.push(start..start + len);
-            start += len;
-        }
+        let ranges = packed_ranges(0, &lengths);
         let run = |ranges: &[std::ops::Range<usize>], qkv: &[f32], rows: usize| {
-            let mut out = Tensor::full(&[rows, h], 0.0);
-            attention_packed_qkv(
-                out.view_mut(),
-                t(qkv.to_vec(), &[rows, 3 * h]).view(),
-                ranges,
-                heads,
-                GemmKernel::AmxBf16,
-            )
-            .unwrap();
-            out
+            run_amx(ranges, qkv, rows, h, heads, 0.0)
         };
         let out = common::with_threads(1, || run(&ranges, &qkv, total));
         assert!(

@@ -495,6 +495,17 @@ pub(crate) mod x86 {
     mod tests {
         use super::*;
 
+        /// A seeded generator of scores, uniform in [-20, 20).
+        fn scores_in_pm20(seed: u64) -> impl FnMut() -> f32 {
+            let mut state = seed;
+            move || {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0
+            }
+        }
+
         /// Rows run in groups give each row the bits it gets alone: group sizes around 16,
         /// odd lengths, NaN, +inf and all -inf rows in the middle of a group.
         #[test]
@@ -502,13 +513,7 @@ pub(crate) mod x86 {
             if !(crate::avx512_enabled() && is_x86_feature_detected!("fma")) {
                 return;
             }
-            let mut state = 5u64;
-            let mut next = || {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0
-            };
+            let mut next = scores_in_pm20(5);
             for n in [1, 7, 16, 17, 128, 130] {
                 for rows in [1, 15, 16, 17, 33] {
                     let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
@@ -542,13 +547,7 @@ pub(crate) mod x86 {
             {
                 return;
             }
-            let mut state = 11u64;
-            let mut next = || {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0
-            };
+            let mut next = scores_in_pm20(11);
             let scale = 0.125f32;
             for n in [1, 7, 16, 17, 31, 32, 33, 65, 130, 200] {
                 let rows = 21;
