@@ -187,7 +187,8 @@ impl Head {
         let q_pairs = scratch.q.take(t16 * dims);
         let k_rows = scratch.k_rows.take(t * dims);
         // SAFETY: AVX-512 F, BW and BF16 (the proof); t rows of d f32 at the source stride
-        // (asserted above), t rows of d bf16 = dims pairs into buffers of t16·dims and t·dims pairs.
+        // (asserted above), t rows of d bf16 = dims pairs into buffers of t16·dims and t·dims
+        // pairs.
         unsafe {
             store_rows_bf16_cvtne_avx512(
                 q_src.as_ptr(),
@@ -224,20 +225,21 @@ impl Head {
             },
         );
         let v_steps = scratch.v_steps.take(keys * d);
+        // V's row of a key, null past T (a row of zeros).
+        let v_row = |key: usize| {
+            if key < t {
+                v_src[key * v.row_stride..].as_ptr()
+            } else {
+                std::ptr::null()
+            }
+        };
         for (s, step) in v_steps.chunks_exact_mut(d).enumerate() {
-            let row = |key: usize| {
-                if key < t {
-                    v_src[key * v.row_stride..].as_ptr()
-                } else {
-                    std::ptr::null()
-                }
-            };
-            let (even, odd) = (row(2 * s), row(2 * s + 1));
+            let (even, odd) = (v_row(2 * s), v_row(2 * s + 1));
             if even.is_null() {
                 step.fill(0.0);
             } else {
-                // SAFETY: AVX-512 F, BW and BF16 (the proof); d is a multiple of 16; both rows hold d f32
-                // (asserted above), `step` d values.
+                // SAFETY: AVX-512 F, BW and BF16 (the proof); d is a multiple of 16; both
+                // rows hold d f32 (asserted above), `step` d values.
                 unsafe { interleave_rows_bf16_avx512(even, odd, d, step.as_mut_ptr().cast()) };
             }
         }

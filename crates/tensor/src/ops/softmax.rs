@@ -51,9 +51,9 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
 /// How [`softmax_row_scaled`] runs: the vector kernel or the scalar twin ([`softmax_row`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SoftmaxKernel {
-    /// AVX2 + FMA: a vectorised exp (range reduction by ln 2, degree-7 Taylor polynomial, the
-    /// one GELU uses: within 1 ulp of the true value on [-87, 0], 0.91 measured on a dense grid), the
-    /// sum in f64, the normalisation in f32.
+    /// AVX2 + FMA: a vectorised exp (range reduction by ln 2, degree-7 Taylor polynomial:
+    /// within 1 ulp of the true value on [-87, 0], 0.91 measured on a dense grid), the sum in
+    /// f64, the normalisation in f32.
     #[cfg(target_arch = "x86_64")]
     Avx2(Avx2Proof),
     /// AVX-512F: the AVX2 kernel 16 lanes wide (the same exp), the row's tail in masked

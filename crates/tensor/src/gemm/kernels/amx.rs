@@ -525,18 +525,22 @@ pub(crate) unsafe fn multiply_16_rows_amx(
             for g in 0..group {
                 let cp = c.add((j0 + g) * 16);
                 match g {
-                    0 => {
-                        asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) cp, s = in(reg) sc, options(nostack))
-                    }
-                    1 => {
-                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) cp, s = in(reg) sc, options(nostack))
-                    }
-                    2 => {
-                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) cp, s = in(reg) sc, options(nostack))
-                    }
-                    _ => {
-                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) cp, s = in(reg) sc, options(nostack))
-                    }
+                    0 => asm!(
+                        "tilestored [{p} + {s}*1], tmm0",
+                        p = in(reg) cp, s = in(reg) sc, options(nostack),
+                    ),
+                    1 => asm!(
+                        "tilestored [{p} + {s}*1], tmm1",
+                        p = in(reg) cp, s = in(reg) sc, options(nostack),
+                    ),
+                    2 => asm!(
+                        "tilestored [{p} + {s}*1], tmm2",
+                        p = in(reg) cp, s = in(reg) sc, options(nostack),
+                    ),
+                    _ => asm!(
+                        "tilestored [{p} + {s}*1], tmm3",
+                        p = in(reg) cp, s = in(reg) sc, options(nostack),
+                    ),
                 }
             }
             j0 += group;
