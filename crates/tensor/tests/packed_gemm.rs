@@ -175,6 +175,36 @@ fn a_row_alone_equals_the_same_row_in_a_batch() {
     }
 }
 
+/// From M = 1024 rows the AVX-512 kernel packs A (a different driver path): the same bits as
+/// the rows run few at a time, read in place; 1037 rows and K = 1025 leave a partial row
+/// panel, a partial K block and k not a multiple of 16 (the packing's scalar tail).
+#[test]
+fn packed_a_rows_equal_the_rows_read_in_place() {
+    let (m, k, n) = (1037, 1025, 65);
+    let mut rng = Rng::new(20);
+    let x = t(rng.uniform_vec(m * k, -2.0, 2.0), &[m, k]);
+    let w = t(rng.uniform_vec(n * k, -0.1, 0.1), &[n, k]);
+    let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
+    for kernel in gemm_kernels() {
+        let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+        for epi in [Epilogue::None, Epilogue::Gelu] {
+            let mut full = Tensor::full(&[m, n], f32::NAN);
+            matmul_packed_bias(full.view_mut(), x.view(), &p, b.view(), epi).unwrap();
+            for rows in [0..13, 500..511, 1024..1037, 3..1037] {
+                let mut part = Tensor::full(&[rows.len(), n], f32::NAN);
+                let xs = x.view().slice_rows(rows.clone());
+                matmul_packed_bias(part.view_mut(), xs, &p, b.view(), epi).unwrap();
+                let want = full.view().slice_rows(rows.clone());
+                assert_eq!(
+                    bits(part.as_slice()),
+                    bits(want.as_slice()),
+                    "{kernel:?} {epi:?} rows {rows:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn one_and_two_threads_give_the_same_bits() {
     let mut rng = Rng::new(15);

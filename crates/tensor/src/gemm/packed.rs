@@ -12,7 +12,9 @@
 //!   into panels of NR output columns (zero-padded), each panel k-major
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
 //! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
-//!   rows (measured faster than packing on this project's shapes). A last, partial panel of
+//!   rows (measured faster than packing on this project's shapes with the AVX2 kernel). The
+//!   AVX-512 kernel at M >= [`PACK_A_MIN_M`] is the exception: each task packs its rows per K
+//!   block, MR rows interleaved (see [`MicroKernel::PACKS_A`]). A last, partial panel of
 //!   fewer rows runs the same kernel instantiated for that many rows (AVX2: 1..=6), so it costs
 //!   neither a packing pass nor FMAs on rows past M: at M = 16 (one query) that was a third of
 //!   the tiles. Tiles on the right edge (N not a multiple of NR) go through a scratch tile on
@@ -73,6 +75,11 @@ const TASKS_PER_THREAD: usize = 4;
 const SMALL_B_BYTES: usize = 4 << 20;
 /// The M block for a small B (a multiple of every kernel's MR: 4, 6, 12).
 const SMALL_B_M_BLOCK: usize = 48;
+/// From this many rows on, a kernel that can ([`MicroKernel::PACKS_A`]) reads A packed per
+/// task and K block rather than in place. At M = 16 packing made e5-small's GEMMs slower
+/// (best of 200, 2 threads: 16 x 1536 x 384 from 336-339 to 245-254 GFLOP/s: the buffer and the
+/// pass cost as much as a task's few tiles), at M = 128 mixed.
+const PACK_A_MIN_M: usize = 1024;
 /// How far ahead of its reads the first tile over a B panel prefetches it.
 const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 
@@ -1305,11 +1312,27 @@ impl<'a> Call<'a> {
         let mut pairs_tile = [0.0f32; MAX_TILE];
         #[cfg(target_arch = "x86_64")]
         let rounding_store = self.pairs_out.and_then(|_| Bf16RowStore::detect());
+        // A's rows packed per K block, MR rows interleaved (`[panel][p][i]`), when the kernel
+        // asks for it.
+        let mut packed_a = (Kr::PACKS_A && self.m >= PACK_A_MIN_M)
+            .then(|| CacheLineVec::filled(a_panels * mr * self.w.kc, 0.0f32));
         let mut k0 = 0;
         loop {
             let kcb = self.w.kc.min(k - k0);
             let first = k0 == 0;
             let last = k0 + kcb == k;
+            if let Some(buf) = &mut packed_a {
+                for ip in 0..a_panels {
+                    let r0 = rows.start + ip * mr;
+                    kr.pack_a_panel(
+                        &mut buf.as_mut_slice()[ip * kcb * mr..(ip + 1) * kcb * mr],
+                        &a_rows[(r0 - a_first) * lda + k0..],
+                        lda,
+                        kcb,
+                        mr.min(rows.end - r0),
+                    );
+                }
+            }
             for jp in panels.clone() {
                 let b_panel = self.w.panel::<E>(k0, kcb, jp);
                 let j0 = jp * nr;
@@ -1345,6 +1368,25 @@ impl<'a> Call<'a> {
                     // in place, a last partial panel included: no packing pass, and no FMAs on
                     // rows past M.
                     let run_tile = |c: *mut f32, ldc_c: usize| {
+                        if let Some(buf) = &packed_a {
+                            let a = &buf.as_slice()[ip * kcb * mr..(ip + 1) * kcb * mr];
+                            // SAFETY: `a` holds panel ip's kcb·MR packed values (its rows
+                            // past tile_rows are not read); b_panel, bias_ptr and c as below.
+                            return unsafe {
+                                kr.tile_packed_rows(
+                                    tile_rows,
+                                    kcb,
+                                    a.as_ptr(),
+                                    b_panel.as_ptr(),
+                                    c,
+                                    ldc_c,
+                                    !first,
+                                    bias_ptr,
+                                    gelu,
+                                    prefetch,
+                                )
+                            };
+                        }
                         let a = &a_rows[(r0 - a_first) * lda + k0..];
                         debug_assert!(a.len() >= (tile_rows - 1) * lda + kcb);
                         // SAFETY: rows r0 .. r0 + tile_rows <= rows.end <= M of A hold kcb

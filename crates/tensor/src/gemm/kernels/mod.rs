@@ -178,6 +178,73 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// M block: the packed A block (MC x KC) stays in L2 while all B panels of a task stream
     /// past it; MC·KC·4 bytes is kept well under the 1 MB L2 (B panels and C share it).
     const MC: usize;
+    /// Whether the driver may pack A (see [`Self::tile_packed_rows`]) instead of reading it
+    /// in place, when M is large (see `packed::PACK_A_MIN_M`).
+    const PACKS_A: bool = false;
+
+    /// Packs one A panel for [`Self::tile_packed_rows`]: `dst[p·MR + i] = a[i·lda + p]` for
+    /// p < `k`, i < `rows`; `dst`'s rows `rows..MR` are left as they are (not read).
+    fn pack_a_panel(self, dst: &mut [f32], a: &[f32], lda: usize, k: usize, rows: usize) {
+        for i in 0..rows {
+            for (p, &v) in a[i * lda..i * lda + k].iter().enumerate() {
+                dst[p * Self::MR + i] = v;
+            }
+        }
+    }
+
+    /// [`Self::tile`] with only the first `rows` rows of the tile live: A packed as for
+    /// `tile` (`a[p·MR + i]`, rows `rows..MR` not read), C's rows `rows..MR` neither read nor
+    /// written. The same results, row for row, as [`Self::tile_rows`] on the unpacked rows.
+    ///
+    /// # Safety
+    /// As [`Self::tile`], except that `1 <= rows <= MR`, only C's rows i < rows are accessed,
+    /// and `k <= KC`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_packed_rows<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        assert!(Self::MR * k <= MAX_A_PANEL, "tile_packed_rows: k above KC");
+        assert!(
+            (1..=Self::MR).contains(&rows),
+            "tile_packed_rows: {rows} rows"
+        );
+        // Back to rows (row stride k) for `tile_rows`: only kernels that pack A override this.
+        let mut unpacked = [0.0f32; MAX_A_PANEL];
+        for i in 0..rows {
+            for p in 0..k {
+                // SAFETY: a holds k·MR packed f32 (contract).
+                unpacked[i * k + p] = unsafe { *a.add(p * Self::MR + i) };
+            }
+        }
+        // SAFETY: `unpacked` holds `rows` rows of k f32 at stride k; the rest is the caller's
+        // contract.
+        unsafe {
+            self.tile_rows(
+                rows,
+                k,
+                unpacked.as_ptr(),
+                k,
+                b,
+                c,
+                ldc,
+                accumulate,
+                bias,
+                gelu,
+                prefetch,
+            )
+        }
+    }
+
     /// K steps come in multiples of this (the packed K is padded with zeros to it, and so
     /// is every K block): AMX multiplies 16 steps per instruction.
     const STEP_MULTIPLE: usize = 1;

@@ -365,9 +365,109 @@ impl MicroKernel for Avx512Kernel {
         // contract, and only C's rows i < rows are touched.
         unsafe { tile_avx512_with(rows, t) }
     }
+
+    // Packed, the 12 broadcasts of a k step load at fixed offsets from one pointer, and the
+    // rows no longer sit at a stride of K floats (4 KB for K = 1024: the same L1 set for all
+    // 12) while they are read. In place, the compiler rebuilt the 12 row addresses every k
+    // step (13 integer additions per 24 FMAs). KoE5's GEMMs at M = 8192, one thread, three
+    // alternating runs: 155-175 -> 165-178 GFLOP/s (K = 4096: 155-167 -> 171-178).
+    const PACKS_A: bool = true;
+
+    fn pack_a_panel(self, dst: &mut [f32], a: &[f32], lda: usize, k: usize, rows: usize) {
+        assert!(dst.len() >= k * MR_AVX512 && rows <= MR_AVX512);
+        assert!(rows == 0 || a.len() >= (rows - 1) * lda + k);
+        // SAFETY: holding `self` proves AVX-512F; the bounds are checked above.
+        unsafe { pack_a_panel_avx512(dst.as_mut_ptr(), a.as_ptr(), lda, k, rows) }
+    }
+
+    unsafe fn tile_packed_rows<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const E,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const f32,
+        gelu: bool,
+        prefetch: *const u8,
+    ) {
+        let t = Avx512Tile {
+            k,
+            a,
+            a_row: 1,
+            a_col: MR_AVX512,
+            b,
+            c,
+            ldc,
+            accumulate,
+            bias,
+            gelu,
+            prefetch,
+        };
+        // SAFETY: as for `tile`; only A's and C's rows i < rows are touched.
+        unsafe { tile_avx512_with(rows, t) }
+    }
 }
 
 const MR_AVX512: usize = 12;
+
+/// [`MicroKernel::pack_a_panel`] for MR = 12: four rows x 16 k at a time, transposed within
+/// each 128-bit lane (four 4 x 4 blocks), each k's four values stored as one 16-byte store;
+/// the rows of a group in flight together, so that their cache misses overlap. Scalar for a
+/// last partial group of rows or k.
+///
+/// # Safety
+/// AVX-512F; `dst .. + k·12` writable, `a + i·lda .. + k` readable for i < rows <= 12.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_panel_avx512(dst: *mut f32, a: *const f32, lda: usize, k: usize, rows: usize) {
+    const MR: usize = MR_AVX512;
+    let full_groups = rows / 4;
+    let k16 = k / 16 * 16;
+    // SAFETY (whole body): reads at a + i·lda + p for i < rows, p < k, writes at
+    // dst + p·12 + i for the same: inside the contract's regions. Unaligned accesses.
+    unsafe {
+        for p0 in (0..k16).step_by(16) {
+            for g in 0..full_groups {
+                // The same line of the next panel's rows (the driver packs the panels of a
+                // block in order): a hint, which never faults, hence wrapping arithmetic.
+                for i in 4 * g..4 * g + 4 {
+                    let next = a.wrapping_add((MR + i) * lda + p0);
+                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                }
+                let row = |i: usize| _mm512_loadu_ps(a.add((4 * g + i) * lda + p0));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let t0 = _mm512_unpacklo_ps(r0, r1);
+                let t1 = _mm512_unpackhi_ps(r0, r1);
+                let t2 = _mm512_unpacklo_ps(r2, r3);
+                let t3 = _mm512_unpackhi_ps(r2, r3);
+                let pd = _mm512_castps_pd;
+                let ps = _mm512_castpd_ps;
+                // c[j] lane l: rows 4g..4g+4 of k = p0 + 4l + j.
+                let c = [
+                    ps(_mm512_unpacklo_pd(pd(t0), pd(t2))),
+                    ps(_mm512_unpackhi_pd(pd(t0), pd(t2))),
+                    ps(_mm512_unpacklo_pd(pd(t1), pd(t3))),
+                    ps(_mm512_unpackhi_pd(pd(t1), pd(t3))),
+                ];
+                for (j, &cj) in c.iter().enumerate() {
+                    let at = |l: usize| dst.add((p0 + 4 * l + j) * MR + 4 * g);
+                    _mm_storeu_ps(at(0), _mm512_extractf32x4_ps::<0>(cj));
+                    _mm_storeu_ps(at(1), _mm512_extractf32x4_ps::<1>(cj));
+                    _mm_storeu_ps(at(2), _mm512_extractf32x4_ps::<2>(cj));
+                    _mm_storeu_ps(at(3), _mm512_extractf32x4_ps::<3>(cj));
+                }
+            }
+        }
+        for i in 0..rows {
+            let first_p = if i < 4 * full_groups { k16 } else { 0 };
+            for p in first_p..k {
+                *dst.add(p * MR + i) = *a.add(i * lda + p);
+            }
+        }
+    }
+}
 
 /// The operands of one AVX-512 tile, laid out as [`Avx2Tile`]'s.
 #[derive(Clone, Copy)]
@@ -385,7 +485,8 @@ struct Avx512Tile<E> {
     prefetch: *const u8,
 }
 
-/// [`tile_avx512`] with the row count (1..=8) and the prefetch choice made once per tile.
+/// [`tile_avx512`] with the row count (1..=12), the layout of A and the prefetch choice made
+/// once per tile.
 ///
 /// # Safety
 /// As [`tile_avx512`] with MR = `rows`.
@@ -397,12 +498,15 @@ unsafe fn tile_avx512_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn with_rows<const MR: usize, E: PanelElem>(t: Avx512Tile<E>) {
-        // SAFETY: forwarded from this function's contract.
+        let packed = (t.a_row, t.a_col) == (1, MR_AVX512);
+        // SAFETY: forwarded from this function's contract (PACKED only for packed A's
+        // strides).
         unsafe {
-            if !t.prefetch.is_null() {
-                tile_avx512::<MR, true, E>(t)
-            } else {
-                tile_avx512::<MR, false, E>(t)
+            match (packed, !t.prefetch.is_null()) {
+                (true, true) => tile_avx512::<MR, true, true, E>(t),
+                (true, false) => tile_avx512::<MR, true, false, E>(t),
+                (false, true) => tile_avx512::<MR, false, true, E>(t),
+                (false, false) => tile_avx512::<MR, false, false, E>(t),
             }
         }
     }
@@ -433,7 +537,9 @@ unsafe fn tile_avx512_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
 /// C), NR = 32, A's elements readable at the strided addresses.
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn tile_avx512<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Avx512Tile<E>) {
+unsafe fn tile_avx512<const MR: usize, const PACKED: bool, const PREFETCH: bool, E: PanelElem>(
+    t: Avx512Tile<E>,
+) {
     let Avx512Tile {
         k,
         a,
@@ -459,6 +565,15 @@ unsafe fn tile_avx512<const MR: usize, const PREFETCH: bool, E: PanelElem>(t: Av
                 row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
             }
         }
+        // Packed A (MR_AVX512 values per k, contiguous) gets its strides as constants: each
+        // broadcast is then one load at a fixed offset from one pointer. With strides known
+        // only at run time the compiler rebuilt the 12 row addresses every k step: 13 integer
+        // additions per 24 FMAs, some on the FMA ports.
+        let (a_row, a_col) = if PACKED {
+            (1, MR_AVX512)
+        } else {
+            (a_row, a_col)
+        };
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
             // Two cache lines of f32 per k step (one of a half format): a prefetch per line
