@@ -873,8 +873,9 @@ impl Bf16Pairs {
 }
 
 /// The first M rows of `out` = bf16(epilogue(x · wᵀ + bias)): [`matmul_packed_bias`] with each
-/// output rounded to bf16 (nearest, ties to even), the same bits, stored as pairs. `out` holds
-/// N values a row and at least M rows.
+/// output rounded to bf16 (nearest, ties to even; denormals may become zero, as the pair
+/// kernels read them: see `Bf16RowStore`), stored as pairs. `out` holds N values a row and at
+/// least M rows.
 pub fn matmul_packed_bias_to_pairs(
     out: &mut Bf16Pairs,
     x: TensorView<'_>,
