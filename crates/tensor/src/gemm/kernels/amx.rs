@@ -268,6 +268,7 @@ impl MicroKernel for AmxBf16Kernel {
     const KC_WHOLE: usize = KC;
     const MC: usize = 192;
     const STEP_MULTIPLE: usize = STEPS;
+    const SPLIT_EPILOGUE: bool = true;
 
     unsafe fn tile<E: PanelElem>(
         self,

@@ -249,6 +249,12 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// is every K block): AMX multiplies 16 steps per instruction.
     const STEP_MULTIPLE: usize = 1;
 
+    /// Whether [`Self::tile_rows`] stores the tile first and then adds the bias and applies
+    /// GELU as `x86::bias_gelu_rows_avx512` does, in a pass over the stored values: a driver
+    /// may then run a tile with no bias and apply the same operations itself, with the same
+    /// bits (a bf16 output does, on its way to the rounding store).
+    const SPLIT_EPILOGUE: bool = false;
+
     /// One register tile.
     ///
     /// # Safety

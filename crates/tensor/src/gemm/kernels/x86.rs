@@ -773,6 +773,47 @@ pub(crate) unsafe fn store_rows_bf16_cvtne_avx512(
     }
 }
 
+/// [`bias_gelu_rows_avx512`] then [`store_rows_bf16_cvtne_avx512`] on rows of 32 values in
+/// one pass: each row's two vectors go from the epilogue to `vcvtne2ps2bf16` in registers,
+/// instead of being stored and read back. The same operations per value, so the same bits.
+///
+/// # Safety
+/// AVX-512 F, BW and BF16 and FMA; `src + i·ld_src .. + 32` readable and `dst + i·ld_dst ..
+/// + 32` writable for i < rows; `bias` null or 32 readable f32.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
+pub(crate) unsafe fn bias_gelu_store_bf16_cvtne_avx512(
+    src: *const f32,
+    ld_src: usize,
+    rows: usize,
+    bias: *const f32,
+    gelu: bool,
+    dst: *mut u16,
+    ld_dst: usize,
+) {
+    // SAFETY: the contract above; unaligned loads and stores.
+    unsafe {
+        let bias_ok = !bias.is_null();
+        let (bias0, bias1) = if bias_ok {
+            (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)))
+        } else {
+            (_mm512_setzero_ps(), _mm512_setzero_ps())
+        };
+        for i in 0..rows {
+            let (s, d) = (src.add(i * ld_src), dst.add(i * ld_dst));
+            let mut v = [_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16))];
+            if bias_ok {
+                // As `bias_gelu_rows_avx512`: no add and no GELU without a bias.
+                v = [_mm512_add_ps(v[0], bias0), _mm512_add_ps(v[1], bias1)];
+                if gelu {
+                    v = gelu_avx512(v);
+                }
+            }
+            let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(v[1], v[0]));
+            _mm512_storeu_si512(d.cast(), halves);
+        }
+    }
+}
+
 /// How rows of f32 become bf16 for a pair kernel: checked once, used per tile or row block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bf16RowStore {
