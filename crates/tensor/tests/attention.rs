@@ -188,12 +188,7 @@ fn packed_batch_matches_the_definition_with_every_kernel() {
         let total: usize = PACKED_LENGTHS.iter().sum::<usize>() + 5;
         let qkv = rng.uniform_vec(total * 3 * h, -2.0, 2.0);
         // Sequences with a gap of 5 rows in front (rows outside every range stay untouched).
-        let mut ranges = Vec::new();
-        let mut start = 5;
-        for len in PACKED_LENGTHS {
-            ranges.push(start..start + len);
-            start += len;
-        }
+        let ranges = packed_ranges(5, &PACKED_LENGTHS);
         for kernel in GemmKernel::supported() {
             let mut out = Tensor::full(&[total, h], f32::NAN);
             attention_packed_qkv(

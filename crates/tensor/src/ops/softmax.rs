@@ -306,6 +306,13 @@ pub(crate) mod x86 {
         unsafe { softmax_rows_scaled_avx512(row, n, scale) }
     }
 
+    /// The lanes of 16-value chunk `c` that lie inside a row of `n` values.
+    #[inline]
+    fn chunk_mask(n: usize, c: usize) -> __mmask16 {
+        let live = (n - 16 * c).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    }
+
     /// [`softmax_row_scaled_avx512`] on each row of `rows` (rows of `n`), the same bits row by
     /// row; each pass runs over a group of 16 rows before the next, so that one row's
     /// reductions (a 16-lane max, an 8-lane f64 sum, a division: about 120 cycles of
@@ -321,11 +328,7 @@ pub(crate) mod x86 {
             return;
         }
         let chunks = n.div_ceil(16);
-        // Lanes of chunk c inside the row.
-        let mask = |c: usize| -> __mmask16 {
-            let live = (n - 16 * c).min(16);
-            ((1u32 << live) - 1) as __mmask16
-        };
+        let mask = |c: usize| chunk_mask(n, c);
         let vs = _mm512_set1_ps(scale);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         for group in rows.chunks_mut(GROUP * n) {
@@ -416,10 +419,7 @@ pub(crate) mod x86 {
         debug_assert!(scale > 0.0);
         const GROUP: usize = 16;
         let chunks = n.div_ceil(16);
-        let mask = |c: usize| -> __mmask16 {
-            let live = (n - 16 * c).min(16);
-            ((1u32 << live) - 1) as __mmask16
-        };
+        let mask = |c: usize| chunk_mask(n, c);
         let vs = _mm512_set1_ps(scale);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut i0 = 0;

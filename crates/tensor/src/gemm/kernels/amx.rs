@@ -25,7 +25,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 
 use super::x86::bias_gelu_rows_avx512;
-use super::{MicroKernel, PanelElem, PanelFormat};
+use super::{unpack_a_panel, MicroKernel, PanelElem, PanelFormat};
 
 /// Proof that the CPU has AMX-TILE and AMX-BF16, that Linux granted this process the tile
 /// state, and that the AVX-512 kernels are enabled (the epilogue is AVX-512's); `KOEMBED_AMX=0`
@@ -285,12 +285,8 @@ impl MicroKernel for AmxBf16Kernel {
         // Packed A (element (i, p) at a + p·MR + i) back to rows: the driver reads A in place
         // through `tile_rows`, so this path only serves the trait's contract.
         let mut rows = vec![0.0f32; MR * k];
-        for p in 0..k {
-            for i in 0..MR {
-                // SAFETY: a holds k·MR values (the contract).
-                rows[i * k + p] = unsafe { *a.add(p * MR + i) };
-            }
-        }
+        // SAFETY: a holds k·MR values (the contract).
+        unsafe { unpack_a_panel(&mut rows, a, MR, MR, k) };
         // SAFETY: `rows` holds MR rows of k values; the rest is the caller's contract.
         unsafe {
             self.tile_rows(

@@ -121,6 +121,26 @@ const _: () =
 /// Largest MR·NR of any kernel (AMX: 32 x 32), for edge-tile scratch space on the stack.
 pub(crate) const MAX_TILE: usize = 32 * 32;
 
+/// Rows i < `rows` of a packed A panel (`a[p·mr + i]`, k steps) back to rows of k values:
+/// `dst[i·k + p]`, for the kernels that read A as rows.
+///
+/// # Safety
+/// `a` points to `k·mr` readable f32; `rows <= mr`; `dst` holds at least `rows·k` values.
+pub(crate) unsafe fn unpack_a_panel(
+    dst: &mut [f32],
+    a: *const f32,
+    mr: usize,
+    rows: usize,
+    k: usize,
+) {
+    for (i, row) in dst[..rows * k].chunks_exact_mut(k.max(1)).enumerate() {
+        for (p, v) in row.iter_mut().enumerate() {
+            // SAFETY: p < k and i < rows <= mr: inside the panel (the contract).
+            *v = unsafe { *a.add(p * mr + i) };
+        }
+    }
+}
+
 /// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
 pub(crate) const MAX_A_PANEL: usize = 12 * 256;
 
@@ -220,12 +240,8 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         );
         // Back to rows (row stride k) for `tile_rows`: only kernels that pack A override this.
         let mut unpacked = [0.0f32; MAX_A_PANEL];
-        for i in 0..rows {
-            for p in 0..k {
-                // SAFETY: a holds k·MR packed f32 (contract).
-                unpacked[i * k + p] = unsafe { *a.add(p * Self::MR + i) };
-            }
-        }
+        // SAFETY: a holds k·MR packed f32 (contract).
+        unsafe { unpack_a_panel(&mut unpacked, a, Self::MR, rows, k) };
         // SAFETY: `unpacked` holds `rows` rows of k f32 at stride k; the rest is the caller's
         // contract.
         unsafe {

@@ -317,21 +317,10 @@ impl MicroKernel for Avx512Kernel {
         gelu: bool,
         prefetch: *const u8,
     ) {
-        let t = Avx512Tile {
-            k,
-            a,
-            a_row: 1,
-            a_col: MR_AVX512,
-            b,
-            c,
-            ldc,
-            accumulate,
-            bias,
-            gelu,
-            prefetch,
-        };
-        // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's.
-        unsafe { tile_avx512_with(MR_AVX512, t) }
+        // SAFETY: `tile`'s contract is `tile_packed_rows`' with every row live.
+        unsafe {
+            self.tile_packed_rows(MR_AVX512, k, a, b, c, ldc, accumulate, bias, gelu, prefetch)
+        }
     }
 
     unsafe fn tile_rows<E: PanelElem>(
@@ -406,7 +395,8 @@ impl MicroKernel for Avx512Kernel {
             gelu,
             prefetch,
         };
-        // SAFETY: as for `tile`; only A's and C's rows i < rows are touched.
+        // SAFETY: holding `self` proves AVX-512F + FMA; the pointer contract is the caller's,
+        // and only A's and C's rows i < rows are touched.
         unsafe { tile_avx512_with(rows, t) }
     }
 }
