@@ -62,7 +62,7 @@ use rayon::prelude::*;
 use super::kernels::int8_portable::PortableInt8Kernel;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::int8_x86::{AmxInt8Kernel, Avx2Int8Kernel, Avx512VnniInt8Kernel};
-use super::kernels::tile_prefetch;
+use super::kernels::{tile_prefetch, BPrefetch};
 use super::packed::Epilogue;
 use super::panel_memory::PanelMemory;
 use super::STREAM_MIN_BYTES;
@@ -895,7 +895,10 @@ impl Call<'_> {
                             pass,
                             passes,
                             b.as_ptr() as *const u8,
-                            B_PREFETCH_AHEAD_BYTES,
+                            BPrefetch {
+                                ahead: B_PREFETCH_AHEAD_BYTES,
+                                next_panel: true,
+                            },
                             next_block,
                         ) as *const i8
                     } else {

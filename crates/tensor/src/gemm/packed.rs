@@ -67,8 +67,11 @@ const TASK_OUTPUT_BYTES: usize = 384 << 10;
 
 /// Below this many multiply-adds (M·N·K) a call runs on the calling thread only.
 const PAR_MIN_FMAS: usize = 1 << 18;
-/// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
-const TASKS_PER_THREAD: usize = 4;
+/// Tasks per rayon thread when splitting a few row blocks over the columns (queries; large
+/// batches have more row blocks than this anyway): more than one evens out a noisy, shared
+/// machine, but each costs a hand-over. On the Xeon, 4 -> 2 took e5-small W1 from 3.83-3.86
+/// to 3.34-3.70 ms, KoE5 W1 72.4-73.4 -> 70.7-71.3 ms (1: 3.42-3.55 and 72.6-72.7 ms).
+const TASKS_PER_THREAD: usize = 2;
 /// A B of at most this many bytes stays in L3 while the M blocks take turns with it, so the
 /// M block can shrink to [`SMALL_B_M_BLOCK`] rows: in-process A/B over e5-small W2's four GEMMs
 /// (B of 0.6-2.4 MB, M = 8192, 4 runs) 48 rows took 0.955-0.969x the time of 144, and 36-96
@@ -82,8 +85,6 @@ const SMALL_B_M_BLOCK: usize = 48;
 /// (best of 200, 2 threads: 16 x 1536 x 384 from 336-339 to 245-254 GFLOP/s: the buffer and the
 /// pass cost as much as a task's few tiles), at M = 128 mixed.
 const PACK_A_MIN_M: usize = 1024;
-/// How far ahead of its reads the first tile over a B panel prefetches it.
-const B_PREFETCH_AHEAD_BYTES: usize = 2048;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1362,7 +1363,7 @@ impl<'a> Call<'a> {
                         ip,
                         a_panels,
                         b_panel.as_ptr() as *const u8,
-                        B_PREFETCH_AHEAD_BYTES,
+                        Kr::B_PREFETCH,
                         next_panel,
                     );
                     let r0 = rows.start + ip * mr;
