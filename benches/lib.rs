@@ -177,6 +177,23 @@ pub fn interleaved_medians(reps: usize, variants: &mut [Variant<'_>]) -> Vec<(f6
         .collect()
 }
 
+/// Median and best seconds of `reps` consecutive calls of `f` after one warm-up call: how
+/// `benches/peers/numpy_sgemm.py` times OpenBLAS (its operands stay in cache and its threads
+/// stay awake from call to call, unlike in [`interleaved_medians`], where the other variants
+/// run in between).
+pub fn back_to_back_median(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[0])
+}
+
 /// Whether the benchmark was asked for its summary table (the filter `table`); if so, prints
 /// the measured peak the table's "% of peak" column divides by.
 pub fn table_requested() -> bool {
