@@ -303,7 +303,12 @@ impl MicroKernel for Avx512Kernel {
     const NR: usize = 32;
     const KC: usize = 192; // B micro-panel 192·32·4 = 24 KB: half of a 48 KB L1d
     const KC_WHOLE: usize = 192; // K = 384 as two blocks: a 48 KB panel would not fit L1d
-    const MC: usize = 192; // A block 192·192·4 = 144 KB of the 2 MB L2
+    /// A block 96·192·4 = 72 KB of the 2 MB L2 (weights over `SMALL_B_BYTES` only; smaller
+    /// ones take 48 rows). On the Xeon, KoE5's GEMMs (M = 4,096, 2 threads, best of 5, mean of
+    /// 3 alternating rounds; QKV, FFN in, FFN out, 4,096 x 384 x 4,096): 192 rows 318, 315,
+    /// 336, 307 GFLOP/s; 96 rows 330, 339, 346, 326; 72 and 120 in between. koe5-shape f32
+    /// W2 16.08 -> 14.94 and 15.94 -> 15.58 s, W3 8.45 -> 8.00 and 8.47 -> 8.32 s.
+    const MC: usize = 96;
     /// On the Xeon (weights in L3, as in a query), the second tile's prefetch of the next
     /// panel into L1 made the 16-row GEMMs slower: best of 4,000 calls, one thread, 16 x 384
     /// x 1,536 over 40 weight copies 204-249 -> 154-186 us without it, 130-146 us with the
