@@ -34,6 +34,35 @@ fn shapes() -> Vec<(usize, usize, usize)> {
     v
 }
 
+/// Weights over 4 MB take each kernel's own M block (smaller ones a short one, so the shapes
+/// above never reach it): over two whole blocks of 96 rows (AVX-512) and a partial one,
+/// integer inputs give the exact products, and rows run alone give the batch's bits.
+#[test]
+fn weights_over_4_mb_take_the_kernels_m_block() {
+    // 1,100 x 1,025 f32 weights: 4.5 MB; 230 rows = 96 + 96 + 38 (AVX-512), 144 + 86 (AVX2).
+    let (m, k, n) = (230, 1025, 1100);
+    let mut rng = Rng::new(31);
+    let x = rng.int_vec(m * k, 4);
+    let w = rng.int_vec(n * k, 4);
+    let b = rng.int_vec(n, 100);
+    let mut want = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: i64 = (0..k)
+                .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
+                .sum();
+            want[i * n + j] = dot as f32 + b[j];
+        }
+    }
+    let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
+    for kernel in gemm_kernels() {
+        let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
+        let what = format!("{kernel:?} m={m} k={k} n={n}");
+        assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
+    }
+    assert_row_ranges_equal_the_batch((m, k, n), 32, &[0..1, 90..100, 95..97, 190..230, 0..230]);
+}
+
 fn packed_call(kernel: GemmKernel, x: &Tensor, w: &Tensor, b: &Tensor, epi: Epilogue) -> Tensor {
     let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
     let mut out = Tensor::full(&[x.rows(), w.rows()], f32::NAN);
