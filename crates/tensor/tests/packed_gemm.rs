@@ -41,7 +41,21 @@ fn shapes() -> Vec<(usize, usize, usize)> {
 fn weights_over_4_mb_take_the_kernels_m_block() {
     // 1,100 x 1,025 f32 weights: 4.5 MB; 230 rows = 96 + 96 + 38 (AVX-512), 144 + 86 (AVX2).
     let (m, k, n) = (230, 1025, 1100);
-    let mut rng = Rng::new(31);
+    let (x, w, b, want) = integer_case(&mut Rng::new(31), (m, k, n));
+    for kernel in gemm_kernels() {
+        let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
+        let what = format!("{kernel:?} m={m} k={k} n={n}");
+        assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
+    }
+    assert_row_ranges_equal_the_batch((m, k, n), 32, &[0..1, 90..100, 95..97, 190..230, 0..230]);
+}
+
+/// x[M,K], w[N,K], b[N] of small integers and the exact `x · wᵀ + b` (|products| <= 16, sums
+/// <= 16·K + 100: exact in f32 in any order for the K here).
+fn integer_case(
+    rng: &mut Rng,
+    (m, k, n): (usize, usize, usize),
+) -> (Tensor, Tensor, Tensor, Vec<f32>) {
     let x = rng.int_vec(m * k, 4);
     let w = rng.int_vec(n * k, 4);
     let b = rng.int_vec(n, 100);
@@ -54,13 +68,7 @@ fn weights_over_4_mb_take_the_kernels_m_block() {
             want[i * n + j] = dot as f32 + b[j];
         }
     }
-    let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
-    for kernel in gemm_kernels() {
-        let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
-        let what = format!("{kernel:?} m={m} k={k} n={n}");
-        assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
-    }
-    assert_row_ranges_equal_the_batch((m, k, n), 32, &[0..1, 90..100, 95..97, 190..230, 0..230]);
+    (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]), want)
 }
 
 fn packed_call(kernel: GemmKernel, x: &Tensor, w: &Tensor, b: &Tensor, epi: Epilogue) -> Tensor {
@@ -118,20 +126,7 @@ fn integer_inputs_are_exact() {
     let mut rng = Rng::new(12);
     for kernel in gemm_kernels() {
         for (m, k, n) in shapes() {
-            // |products| <= 16, sums <= 16·1025 + 100: exact in f32 in any order.
-            let x = rng.int_vec(m * k, 4);
-            let w = rng.int_vec(n * k, 4);
-            let b = rng.int_vec(n, 100);
-            let mut want = vec![0.0f32; m * n];
-            for i in 0..m {
-                for j in 0..n {
-                    let dot: i64 = (0..k)
-                        .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
-                        .sum();
-                    want[i * n + j] = dot as f32 + b[j];
-                }
-            }
-            let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
+            let (x, w, b, want) = integer_case(&mut rng, (m, k, n));
             let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
             let what = format!("{kernel:?} m={m} k={k} n={n}");
             assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
@@ -428,21 +423,8 @@ fn half_panels_equal_f32_panels_of_the_rounded_weights() {
 #[test]
 fn half_panels_are_exact_on_integers_and_half_the_size() {
     use koembed_tensor::PanelFormat;
-    let mut rng = Rng::new(22);
     let (m, k, n) = (17, 1025, 65);
-    let x = rng.int_vec(m * k, 4);
-    let w = rng.int_vec(n * k, 4);
-    let b = rng.int_vec(n, 100);
-    let mut want = vec![0.0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let dot: i64 = (0..k)
-                .map(|l| x[i * k + l] as i64 * w[j * k + l] as i64)
-                .sum();
-            want[i * n + j] = dot as f32 + b[j];
-        }
-    }
-    let (x, w, b) = (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]));
+    let (x, w, b, want) = integer_case(&mut Rng::new(22), (m, k, n));
     for kernel in gemm_kernels() {
         let full = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
         for format in [PanelFormat::F16, PanelFormat::Bf16] {
