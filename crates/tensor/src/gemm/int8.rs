@@ -92,8 +92,12 @@ pub const MAX_K: usize = i32::MAX as usize / (127 * 127);
 const PAR_MIN_MACS: usize = 1 << 18;
 /// Tasks per rayon thread when splitting: more than one evens out a noisy, shared machine.
 const TASKS_PER_THREAD: usize = 4;
-/// How far ahead (in bytes) the first tile over a panel block prefetches it: 16 quads.
-const B_PREFETCH_AHEAD_BYTES: usize = 1024;
+/// How the passes over a panel block prefetch it: the first 1,024 bytes (16 quads) ahead, the
+/// second the next panel's block.
+const B_PREFETCH: BPrefetch = BPrefetch {
+    ahead: 1024,
+    next_panel: true,
+};
 /// Bytes of quantized activations (values and unsigned operands) one M block may hold: they
 /// stay in the 512 KB L2 while the block's weight panels stream past.
 const A_BLOCK_BYTES: usize = 192 * 1024;
@@ -895,10 +899,7 @@ impl Call<'_> {
                             pass,
                             passes,
                             b.as_ptr() as *const u8,
-                            BPrefetch {
-                                ahead: B_PREFETCH_AHEAD_BYTES,
-                                next_panel: true,
-                            },
+                            B_PREFETCH,
                             next_block,
                         ) as *const i8
                     } else {
