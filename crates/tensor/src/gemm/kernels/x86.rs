@@ -318,6 +318,7 @@ impl MicroKernel for Avx512Kernel {
         ahead: 8192,
         next_panel: false,
     };
+    const PREFETCH_OUTPUT: bool = true;
 
     unsafe fn tile<E: PanelElem>(
         self,
