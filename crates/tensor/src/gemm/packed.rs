@@ -13,8 +13,9 @@
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
 //! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
 //!   rows (measured faster than packing on this project's shapes with the AVX2 kernel). The
-//!   AVX-512 kernel at M >= [`PACK_A_MIN_M`] is the exception: each task packs its rows per K
-//!   block, MR rows interleaved (see [`MicroKernel::PACKS_A`]). A last, partial panel of
+//!   AVX-512 kernel at M >= [`PACK_A_MIN_M`] (or [`ALIASED_PACK_A_MIN_M`] when A's row
+//!   stride is a multiple of 4 KB) is the exception: each task packs its rows per K block, MR
+//!   rows interleaved (see [`MicroKernel::PACKS_A`]). A last, partial panel of
 //!   fewer rows runs the same kernel instantiated for that many rows (AVX2: 1..=6), so it costs
 //!   neither a packing pass nor FMAs on rows past M: at M = 16 (one query) that was a third of
 //!   the tiles. Tiles on the right edge (N not a multiple of NR) go through a scratch tile on
@@ -27,7 +28,8 @@
 //!   over a panel prefetches it a little ahead of its reads, and the second tile, which reuses
 //!   the panel from L1 and so leaves memory idle, prefetches the next panel at the same pace
 //!   (measured on e5-small W1: 4-6% off the median query, alternating runs), when few tiles
-//!   share a panel: see [`tile_prefetch`].
+//!   share a panel: see [`tile_prefetch`]. The AVX-512 f32 kernel also has each tile
+//!   prefetch, for writing, the output rows the next tile will store (`prefetch_next_tile`).
 //! - Tasks run on rayon: whole M blocks when M is large (of 48 rows when all of B fits in 4 MB,
 //!   see [`SMALL_B_BYTES`]; else the kernel's MC), and the N panels split into chunks so both
 //!   cores work even at M = 16. K is never split between threads. (The single-threaded path,
@@ -85,6 +87,14 @@ const SMALL_B_M_BLOCK: usize = 48;
 /// (best of 200, 2 threads: 16 x 1536 x 384 from 336-339 to 245-254 GFLOP/s: the buffer and the
 /// pass cost as much as a task's few tiles), at M = 128 mixed.
 const PACK_A_MIN_M: usize = 1024;
+/// From this many rows on, A is packed also when its row stride is a multiple of 4 KB
+/// (KoE5's activations: K = 1,024 or 4,096; attention's queries inside the Q/K/V rows of
+/// 3,072): in place, a tile's rows then share one L1 set. Xeon, 2 threads, medians of 4
+/// alternating rounds: 96 x 1,024 x 3,072 304 -> 315 GFLOP/s, 128 x 1,024 x 4,096 290 -> 303,
+/// attention over 8 x 512 tokens (16 heads of 64) 220 -> 225; but 32 and 16 rows 4-30%
+/// slower (the buffer and the pass are then most of the call), 64 mixed (+7% at K = 1,024,
+/// -4% at 4,096).
+const ALIASED_PACK_A_MIN_M: usize = 96;
 
 /// Which micro-kernel a [`PackedMatrix`] is packed for (and so which one multiplies with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1277,6 +1287,13 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Whether A is read packed (when the kernel can): many rows, or rows that would share
+    /// L1 sets.
+    fn packs_a(&self) -> bool {
+        let aliased = (self.lda * std::mem::size_of::<f32>()).is_multiple_of(4096);
+        self.m >= PACK_A_MIN_M || (aliased && self.m >= ALIASED_PACK_A_MIN_M)
+    }
+
     /// Prefetches, for writing, the output of the tile after (`jp`, `ip`) in [`Self::block`]'s
     /// order (the next row tile over the same panel, else the first over the next panel), so
     /// that its stores do not wait on their lines. On the Xeon (2 threads, best of 6 calls,
@@ -1362,7 +1379,7 @@ impl<'a> Call<'a> {
         let rounding_store = self.pairs_out.and_then(|_| Bf16RowStore::detect());
         // A's rows packed per K block, MR rows interleaved (`[panel][p][i]`), when the kernel
         // asks for it.
-        let mut packed_a = (Kr::PACKS_A && self.m >= PACK_A_MIN_M)
+        let mut packed_a = (Kr::PACKS_A && self.packs_a())
             .then(|| CacheLineVec::filled(a_panels * mr * self.w.kc, 0.0f32));
         let mut k0 = 0;
         loop {
