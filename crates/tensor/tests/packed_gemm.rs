@@ -41,12 +41,7 @@ fn shapes() -> Vec<(usize, usize, usize)> {
 fn weights_over_4_mb_take_the_kernels_m_block() {
     // 1,100 x 1,025 f32 weights: 4.5 MB; 230 rows = 96 + 96 + 38 (AVX-512), 144 + 86 (AVX2).
     let (m, k, n) = (230, 1025, 1100);
-    let (x, w, b, want) = integer_case(&mut Rng::new(31), (m, k, n));
-    for kernel in gemm_kernels() {
-        let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
-        let what = format!("{kernel:?} m={m} k={k} n={n}");
-        assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
-    }
+    assert_exact_on_integers(31, (m, k, n));
     assert_row_ranges_equal_the_batch((m, k, n), 32, &[0..1, 90..100, 95..97, 190..230, 0..230]);
 }
 
@@ -55,14 +50,19 @@ fn rows_4_kb_apart_are_packed_from_96_rows() {
     // K = 1,024: A's rows are 4 KB apart, so from 96 rows on the AVX-512 kernel packs them
     // (below, it reads them in place); N = 40 ends in a partial panel.
     let (m, k, n) = (97, 1024, 40);
-    let (x, w, b, want) = integer_case(&mut Rng::new(47), (m, k, n));
+    assert_exact_on_integers(47, (m, k, n));
+    // Rows alone (in place) and in a batch of 96 or 97 (packed) give the same bits.
+    assert_row_ranges_equal_the_batch((m, k, n), 33, &[0..1, 0..95, 0..96, 1..97, 90..97]);
+}
+
+/// Every kernel gives the exact products of an [`integer_case`] of this shape.
+fn assert_exact_on_integers(seed: u64, (m, k, n): (usize, usize, usize)) {
+    let (x, w, b, want) = integer_case(&mut Rng::new(seed), (m, k, n));
     for kernel in gemm_kernels() {
         let got = packed_call(kernel, &x, &w, &b, Epilogue::None);
         let what = format!("{kernel:?} m={m} k={k} n={n}");
         assert_close(&what, got.as_slice(), &want, &[m, n], Tolerance::exact());
     }
-    // Rows alone (in place) and in a batch of 96 or 97 (packed) give the same bits.
-    assert_row_ranges_equal_the_batch((m, k, n), 33, &[0..1, 0..95, 0..96, 1..97, 90..97]);
 }
 
 /// x[M,K], w[N,K], b[N] of small integers and the exact `x · wᵀ + b` (|products| <= 16, sums
