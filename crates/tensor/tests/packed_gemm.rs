@@ -55,6 +55,15 @@ fn rows_4_kb_apart_are_packed_from_96_rows() {
     assert_row_ranges_equal_the_batch((m, k, n), 33, &[0..1, 0..95, 0..96, 1..97, 90..97]);
 }
 
+#[test]
+fn packed_rows_are_kept_across_column_chunks() {
+    // 4.5 MB of weights: M blocks of 96 rows, and 35 panels in chunks of 32 (each chunk's
+    // output under 384 KB). K = 1,024 packs A; on one thread the four tasks (2 M blocks x 2
+    // chunks) run in order: the second chunk reuses its block's packed rows, the second
+    // block packs its own.
+    with_threads(1, || assert_exact_on_integers(53, (192, 1024, 1100)));
+}
+
 /// Every kernel gives the exact products of an [`integer_case`] of this shape.
 fn assert_exact_on_integers(seed: u64, (m, k, n): (usize, usize, usize)) {
     let (x, w, b, want) = integer_case(&mut Rng::new(seed), (m, k, n));
