@@ -64,6 +64,38 @@ fn packed_rows_are_kept_across_column_chunks() {
     with_threads(1, || assert_exact_on_integers(53, (192, 1024, 1100)));
 }
 
+#[test]
+fn output_rows_4_kb_apart_keep_their_partial_sums_apart() {
+    // N = 1,024: the output's rows are 4 KB apart, so over several K blocks (K = 450: 192 +
+    // 192 + 66) the AVX-512 kernel keeps each task's partial sums in a buffer of its own and
+    // copies the finished tiles out. 61 rows = 48 + 13: two M blocks, the last tile 1 row.
+    let (m, k, n) = (61, 450, 1024);
+    assert_exact_on_integers(59, (m, k, n));
+    assert_row_ranges_equal_the_batch((m, k, n), 60, &[0..1, 40..50, 47..61, 0..61]);
+    // The epilogues on the finished tiles: GELU and the residual, bit for bit on the plain
+    // (exact) result.
+    let (x, w, b, want) = integer_case(&mut Rng::new(61), (m, k, n));
+    let r = t(Rng::new(62).uniform_vec(m * n, -3.0, 3.0), &[m, n]);
+    for kernel in gemm_kernels() {
+        let what = format!("{kernel:?} m={m} k={k} n={n}");
+        let gelu = packed_call(kernel, &x, &w, &b, Epilogue::Gelu);
+        let gelu_want: Vec<f32> = want.iter().map(|&v| gelu_erf_f32(v)).collect();
+        assert_eq!(bits(gelu.as_slice()), bits(&gelu_want), "{what} GELU");
+        let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+        let mut got = Tensor::full(&[m, n], f32::NAN);
+        koembed_tensor::matmul_packed_bias_residual(
+            got.view_mut(),
+            x.view(),
+            &p,
+            b.view(),
+            r.view(),
+        )
+        .unwrap();
+        let plus: Vec<f32> = want.iter().zip(r.as_slice()).map(|(a, b)| a + b).collect();
+        assert_eq!(bits(got.as_slice()), bits(&plus), "{what} residual");
+    }
+}
+
 /// Every kernel gives the exact products of an [`integer_case`] of this shape.
 fn assert_exact_on_integers(seed: u64, (m, k, n): (usize, usize, usize)) {
     let (x, w, b, want) = integer_case(&mut Rng::new(seed), (m, k, n));

@@ -1233,22 +1233,33 @@ impl<'a> Call<'a> {
         // FFN in has 4 chunks, QKV 3). 2 threads, medians of 4 alternating rounds: 4,096 x
         // 1,024 x 3,072 360 -> 367 GFLOP/s, 8,192 x 1,024 x 4,096 357 -> 364, 4,096 x 1,024
         // x 4,096 352 -> 354.
-        let task = |kept: &mut KeptRows, t: usize| {
+        let task = |(kept, partials): &mut (KeptRows, PartialSums), t: usize| {
             let (mb, nc) = (t / n_chunks, t % n_chunks);
             let rows = mb * mc..((mb + 1) * mc).min(m);
             let panels = nc * panels_per_chunk..((nc + 1) * panels_per_chunk).min(n_panels);
             let kept = (n_chunks > 1).then_some(kept);
             // SAFETY: task t alone writes rows `rows` x columns of `panels` (clamped to N); see
             // `OutPtr`. `out` outlives the tasks.
-            unsafe { self.block::<Kr, E>(kr, out_ptr, ldc, rows, panels, bias.as_deref(), kept) };
+            unsafe {
+                self.block::<Kr, E>(
+                    kr,
+                    out_ptr,
+                    ldc,
+                    rows,
+                    panels,
+                    bias.as_deref(),
+                    kept,
+                    Some(partials),
+                )
+            };
         };
         if threads == 1 || tasks == 1 {
-            let mut kept = KeptRows::default();
-            (0..tasks).for_each(|t| task(&mut kept, t));
+            let mut state = Default::default();
+            (0..tasks).for_each(|t| task(&mut state, t));
         } else {
             (0..tasks)
                 .into_par_iter()
-                .for_each_init(KeptRows::default, task);
+                .for_each_init(Default::default, task);
         }
     }
 
@@ -1291,7 +1302,9 @@ impl<'a> Call<'a> {
         while r0 < self.m {
             let rows = r0..(r0 + Kr::MC).min(self.m);
             // SAFETY: forwarded from this function's contract.
-            unsafe { self.block::<Kr, E>(kr, out, ldc, rows, 0..n_panels, bias.as_deref(), None) };
+            unsafe {
+                self.block::<Kr, E>(kr, out, ldc, rows, 0..n_panels, bias.as_deref(), None, None)
+            };
             r0 += Kr::MC;
         }
     }
@@ -1320,31 +1333,58 @@ impl<'a> Call<'a> {
         panels: &std::ops::Range<usize>,
         jp: usize,
         ip: usize,
-        last_k_block: bool,
+        k_blocks_left: usize,
+        partials: Option<(*const f32, usize)>,
     ) {
         if !Kr::PREFETCH_OUTPUT {
             return;
         }
         let (mr, nr) = (Kr::MR, Kr::NR);
-        let (jp, ip) = if (ip + 1) * mr < rows.len() {
-            (jp, ip + 1)
+        let (jp, ip, k_blocks_left) = if (ip + 1) * mr < rows.len() {
+            (jp, ip + 1, k_blocks_left)
         } else if jp + 1 < panels.end {
-            (jp + 1, 0)
-        } else if !last_k_block {
-            (panels.start, 0)
+            (jp + 1, 0, k_blocks_left)
+        } else if k_blocks_left > 1 {
+            (panels.start, 0, k_blocks_left - 1)
         } else {
             return;
         };
         let (r0, j0) = (rows.start + ip * mr, jp * nr);
+        let tile_rows = mr.min(rows.end - r0);
+        if let Some((first, pldc)) = partials {
+            // That tile's partial sums (see `Self::block`), which it reads and writes; only
+            // in the last K block is its output written, by a copy.
+            let at = first.wrapping_add(ip * mr * pldc + (jp - panels.start) * nr);
+            let stride = pldc * std::mem::size_of::<f32>();
+            prefetch_rows_for_write(at as *const u8, tile_rows, stride, nr * 4);
+            if k_blocks_left > 1 {
+                return;
+            }
+        }
         // Row stride in bytes: ldc f32, or 2·ldc bf16 for a pairs output.
         let stride = ldc * std::mem::size_of::<f32>();
         let value_bytes = if self.pairs_out.is_some() { 2 } else { 4 };
         prefetch_rows_for_write(
             (out.0 as *const u8).wrapping_add(r0 * stride + j0 * value_bytes),
-            mr.min(rows.end - r0),
+            tile_rows,
             stride,
             nr.min(self.n - j0) * value_bytes,
         );
+    }
+
+    /// Whether a task keeps its partial sums apart from the output between K blocks: when
+    /// there are several K blocks and the output's rows lie a multiple of 4 KB apart (KoE5:
+    /// N = 1,024, 3,072, 4,096), where a tile's rows share their L1 sets (and, 16 KB apart,
+    /// their L2 sets: a task's 384 KB of output no longer stays in L2). Zen 4, one thread,
+    /// best of 6: 2,048 x 1,024 x 4,096 ran at 94-96 GFLOP/s against 98-101 for N = 4,128 or
+    /// 4,160; 2 threads, KoE5's GEMMs at M = 4,096 (3 alternating rounds, with the tile's
+    /// inlined store): FFN in 182-190 -> 193-200, FFN out 190-194 -> 202-203, QKV 180-194 ->
+    /// 182-197, attention output 201 -> 205-208; koe5-shape W3 278, 284 -> 292, 299 tok/s.
+    fn partials_apart<Kr: MicroKernel>(&self, ldc: usize) -> bool {
+        Kr::PARTIALS_APART
+            && self.k > self.w.kc
+            && self.pairs_out.is_none()
+            && (ldc * std::mem::size_of::<f32>()).is_multiple_of(4096)
     }
 
     /// Computes rows `rows` x the columns of B panels `panels` of the output. `kept`: the
@@ -1364,9 +1404,29 @@ impl<'a> Call<'a> {
         panels: std::ops::Range<usize>,
         bias: Option<&[f32]>,
         mut kept: Option<&mut KeptRows>,
+        mut partials: Option<&mut PartialSums>,
     ) {
         let (mr, nr, n, k) = (Kr::MR, Kr::NR, self.n, self.k);
         let a_panels = rows.len().div_ceil(mr);
+        // The task's partial sums between K blocks, rows of its panels' columns at a stride
+        // one cache line past a multiple of 4 KB, when the output's own stride would put a
+        // tile's rows in one L1 set (see `Self::partials_apart`). The last K block finishes
+        // each tile there (bias, GELU) and copies it out. Bit for bit the same sums: stored
+        // and reloaded as f32.
+        let pldc = panels.len() * nr + 16;
+        let mut partial_sums = match partials.as_mut() {
+            Some(p) if self.partials_apart::<Kr>(ldc) => {
+                let len = a_panels * mr * pldc;
+                Some(match p.0.take() {
+                    Some(buf) if buf.len() >= len => buf,
+                    _ => CacheLineVec::filled(len, 0.0f32),
+                })
+            }
+            _ => None,
+        };
+        let partials_at = partial_sums
+            .as_mut()
+            .map(|buf| (buf.as_mut_slice().as_mut_ptr(), pldc));
         // A's rows for this block: x in place, or this block's rows as bf16 pairs (made here,
         // so that they go from x into L2 once and the tiles read them there; a conversion of
         // the whole matrix before the GEMM wrote and re-read it through memory: 11% of an
@@ -1418,6 +1478,7 @@ impl<'a> Call<'a> {
             let first = k0 == 0;
             let last = k0 + kcb == k;
             let a_slot = if whole_k { (k0 / self.w.kc) * slot } else { 0 };
+            let k_blocks_left = (k - k0).div_ceil(self.w.kc);
             if let (Some(buf), false) = (&mut packed_a, reused) {
                 let buf = &mut buf.as_mut_slice()[a_slot..];
                 for ip in 0..a_panels {
@@ -1462,7 +1523,16 @@ impl<'a> Call<'a> {
                     );
                     let r0 = rows.start + ip * mr;
                     let tile_rows = mr.min(rows.end - r0);
-                    self.prefetch_next_tile::<Kr>(out, ldc, &rows, &panels, jp, ip, last);
+                    self.prefetch_next_tile::<Kr>(
+                        out,
+                        ldc,
+                        &rows,
+                        &panels,
+                        jp,
+                        ip,
+                        k_blocks_left,
+                        partials_at.map(|(p, l)| (p as *const f32, l)),
+                    );
                     // One register tile of `tile_rows` rows into c (row stride ldc_c). A is read
                     // in place, a last partial panel included: no packing pass, and no FMAs on
                     // rows past M.
@@ -1574,10 +1644,40 @@ impl<'a> Call<'a> {
                         }
                         continue;
                     }
+                    // This tile's partial sums (rows of NR at stride pldc), when kept apart.
+                    let partial = partials_at.map(|(p, pldc)| {
+                        // SAFETY: the buffer holds a_panels·MR rows of pldc >= panels·NR f32.
+                        unsafe { p.add(ip * mr * pldc + (jp - panels.start) * nr) }
+                    });
+                    if let (Some(partial), false) = (partial, last) {
+                        // No bias, GELU or residual before the last K block.
+                        run_tile(partial, pldc, std::ptr::null(), false);
+                        continue;
+                    }
+                    // Partial sums only for N a multiple of 1,024: never an edge tile.
+                    debug_assert!(partial.is_none() || cols == nr);
                     if cols == nr {
                         // The tile_rows x NR tile at (r0, j0) lies inside the M x N output
                         // (r0 + tile_rows <= M, j0 + NR <= N) and inside this task's region.
-                        run_tile(unsafe { out.0.add(r0 * ldc + j0) }, ldc, bias_ptr, gelu);
+                        let c = unsafe { out.0.add(r0 * ldc + j0) };
+                        if let Some(partial) = partial {
+                            // The last K block: finished in the partial tile, then copied out
+                            // (the output's lines are then only written).
+                            run_tile(partial, pldc, bias_ptr, gelu);
+                            for i in 0..tile_rows {
+                                // SAFETY: row i of the partial tile and of the output tile:
+                                // NR f32 each, in their buffers, not overlapping.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        partial.add(i * pldc),
+                                        c.add(i * ldc),
+                                        nr,
+                                    )
+                                };
+                            }
+                        } else {
+                            run_tile(c, ldc, bias_ptr, gelu);
+                        }
                     } else {
                         // Right edge: the same kernel on a scratch tile, then copy the valid part.
                         let mut tmp = [0.0f32; MAX_TILE];
@@ -1626,8 +1726,15 @@ impl<'a> Call<'a> {
             kept.rows = packed_a;
             kept.first_row = Some(rows.start);
         }
+        if let (Some(p), Some(buf)) = (partials, partial_sums) {
+            p.0 = Some(buf);
+        }
     }
 }
+
+/// A thread's buffer for a task's partial sums (see `Call::block`), reused by its next task.
+#[derive(Default)]
+struct PartialSums(Option<CacheLineVec<f32>>);
 
 /// A task's packed A rows (all K blocks), kept for the next task of the same call over the
 /// same rows (`first_row`).

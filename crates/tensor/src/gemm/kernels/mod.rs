@@ -251,6 +251,11 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// per W2 batch; the AVX2 and pair kernels were not measured with it.
     const PREFETCH_OUTPUT: bool = false;
 
+    /// Whether the driver keeps a task's partial sums apart from the output between K blocks
+    /// when the output's rows lie a multiple of 4 KB apart (see `packed::Call::partials_apart`).
+    /// On for the AVX-512 f32 kernel, where it was measured (Zen 4).
+    const PARTIALS_APART: bool = false;
+
     /// Packs one A panel for [`Self::tile_packed_rows`]: `dst[p·MR + i] = a[i·lda + p]` for
     /// p < `k`, i < `rows`; `dst`'s rows `rows..MR` are left as they are (not read).
     fn pack_a_panel(self, dst: &mut [f32], a: &[f32], lda: usize, k: usize, rows: usize) {

@@ -319,6 +319,7 @@ impl MicroKernel for Avx512Kernel {
         next_panel: false,
     };
     const PREFETCH_OUTPUT: bool = true;
+    const PARTIALS_APART: bool = true;
 
     unsafe fn tile<E: PanelElem>(
         self,
@@ -598,7 +599,14 @@ unsafe fn tile_avx512<const MR: usize, const PACKED: bool, const PREFETCH: bool,
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
         }
-        store_tile_avx512(acc, c, ldc, bias, gelu);
+        if gelu {
+            store_tile_avx512(acc, c, ldc, bias, gelu);
+        } else {
+            // Stored here rather than by `store_tile_avx512`, which the compiler keeps out of
+            // line (for its GELU): the call spilled the 24 accumulators to the stack and read
+            // them back, per tile.
+            store_tile_avx512_inline(acc, c, ldc, bias);
+        }
     }
 }
 
@@ -638,6 +646,34 @@ unsafe fn store_tile_avx512<const MR: usize>(
                     let [a, b] = gelu_avx512([row[0], row[1]]);
                     *row = [a, b];
                 }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(i * ldc), row[0]);
+            _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+        }
+    }
+}
+
+/// [`store_tile_avx512`] without GELU, written to be inlined into the tile.
+///
+/// # Safety
+/// As [`store_tile_avx512`].
+#[inline(always)]
+unsafe fn store_tile_avx512_inline<const MR: usize>(
+    mut acc: [[__m512; 2]; MR],
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
+) {
+    // SAFETY: the contract above; unaligned loads and stores.
+    unsafe {
+        if !bias.is_null() {
+            let bias0 = _mm512_loadu_ps(bias);
+            let bias1 = _mm512_loadu_ps(bias.add(16));
+            for row in &mut acc {
+                row[0] = _mm512_add_ps(row[0], bias0);
+                row[1] = _mm512_add_ps(row[1], bias1);
             }
         }
         for (i, row) in acc.iter().enumerate() {
