@@ -1661,20 +1661,31 @@ impl<'a> Call<'a> {
                         // (r0 + tile_rows <= M, j0 + NR <= N) and inside this task's region.
                         let c = unsafe { out.0.add(r0 * ldc + j0) };
                         if let Some(partial) = partial {
-                            // The last K block: finished in the partial tile, then copied out
-                            // (the output's lines are then only written).
+                            // The last K block: finished in the partial tile, then copied out,
+                            // plus the residual connection on the way (the output's lines are
+                            // then only written).
                             run_tile(partial, pldc, bias_ptr, gelu);
                             for i in 0..tile_rows {
                                 // SAFETY: row i of the partial tile and of the output tile:
                                 // NR f32 each, in their buffers, not overlapping.
-                                unsafe {
-                                    std::ptr::copy_nonoverlapping(
-                                        partial.add(i * pldc),
-                                        c.add(i * ldc),
-                                        nr,
+                                let (src, dst) = unsafe {
+                                    (
+                                        std::slice::from_raw_parts(partial.add(i * pldc), nr),
+                                        std::slice::from_raw_parts_mut(c.add(i * ldc), nr),
                                     )
                                 };
+                                match self.residual {
+                                    Some(residual) => {
+                                        let r = (r0 + i) * n + j0;
+                                        let residual = &residual[r..r + nr];
+                                        for ((d, &s), &x) in dst.iter_mut().zip(src).zip(residual) {
+                                            *d = s + x;
+                                        }
+                                    }
+                                    None => dst.copy_from_slice(src),
+                                }
                             }
+                            continue;
                         } else {
                             run_tile(c, ldc, bias_ptr, gelu);
                         }
