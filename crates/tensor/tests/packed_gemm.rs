@@ -81,16 +81,7 @@ fn output_rows_4_kb_apart_keep_their_partial_sums_apart() {
         let gelu = packed_call(kernel, &x, &w, &b, Epilogue::Gelu);
         let gelu_want: Vec<f32> = want.iter().map(|&v| gelu_erf_f32(v)).collect();
         assert_eq!(bits(gelu.as_slice()), bits(&gelu_want), "{what} GELU");
-        let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
-        let mut got = Tensor::full(&[m, n], f32::NAN);
-        koembed_tensor::matmul_packed_bias_residual(
-            got.view_mut(),
-            x.view(),
-            &p,
-            b.view(),
-            r.view(),
-        )
-        .unwrap();
+        let got = residual_call(kernel, &x, &w, &b, &r);
         let plus: Vec<f32> = want.iter().zip(r.as_slice()).map(|(a, b)| a + b).collect();
         assert_eq!(bits(got.as_slice()), bits(&plus), "{what} residual");
     }
@@ -125,6 +116,15 @@ fn integer_case(
         }
     }
     (t(x, &[m, k]), t(w, &[n, k]), t(b, &[n]), want)
+}
+
+/// `x · wᵀ + b + r` by `matmul_packed_bias_residual` on weights packed for `kernel`.
+fn residual_call(kernel: GemmKernel, x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor) -> Tensor {
+    let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
+    let mut out = Tensor::full(&[x.rows(), w.rows()], f32::NAN);
+    koembed_tensor::matmul_packed_bias_residual(out.view_mut(), x.view(), &p, b.view(), r.view())
+        .unwrap();
+    out
 }
 
 fn packed_call(kernel: GemmKernel, x: &Tensor, w: &Tensor, b: &Tensor, epi: Epilogue) -> Tensor {
@@ -389,16 +389,7 @@ fn residual_epilogue_is_the_plain_result_plus_the_residual() {
             let b = t(rng.uniform_vec(n, -1.0, 1.0), &[n]);
             let r = t(rng.uniform_vec(m * n, -3.0, 3.0), &[m, n]);
             let plain = packed_call(kernel, &x, &w, &b, Epilogue::None);
-            let p = PackedMatrix::pack_b_with_kernel(w.view(), kernel).unwrap();
-            let mut got = Tensor::full(&[m, n], f32::NAN);
-            koembed_tensor::matmul_packed_bias_residual(
-                got.view_mut(),
-                x.view(),
-                &p,
-                b.view(),
-                r.view(),
-            )
-            .unwrap();
+            let got = residual_call(kernel, &x, &w, &b, &r);
             let want: Vec<f32> = plain
                 .as_slice()
                 .iter()

@@ -602,16 +602,18 @@ unsafe fn tile_avx512<const MR: usize, const PACKED: bool, const PREFETCH: bool,
         if gelu {
             store_tile_avx512(acc, c, ldc, bias, gelu);
         } else {
-            // Stored here rather than by `store_tile_avx512`, which the compiler keeps out of
-            // line (for its GELU): the call spilled the 24 accumulators to the stack and read
-            // them back, per tile.
-            store_tile_avx512_inline(acc, c, ldc, bias);
+            if !bias.is_null() {
+                add_bias_avx512(&mut acc, bias);
+            }
+            store_acc_avx512(&acc, c, ldc);
         }
     }
 }
 
 /// The epilogue of an MR x 32 tile of sums: + bias, GELU (with a bias only, as the driver
-/// asks), stored to C's rows.
+/// asks), stored to C's rows. Out of line (for its GELU): the tile calls it only with GELU
+/// and otherwise adds and stores inline ([`add_bias_avx512`], [`store_acc_avx512`]), since
+/// the call spilled the 24 accumulators to the stack and read them back, per tile.
 ///
 /// # Safety
 /// AVX-512F + FMA; `c + i·ldc .. + 32` writable for i < MR; `bias` null or 32 readable f32.
@@ -624,15 +626,10 @@ unsafe fn store_tile_avx512<const MR: usize>(
     bias: *const f32,
     gelu: bool,
 ) {
-    // SAFETY: the contract above; unaligned loads and stores.
+    // SAFETY: the contract above.
     unsafe {
         if !bias.is_null() {
-            let bias0 = _mm512_loadu_ps(bias);
-            let bias1 = _mm512_loadu_ps(bias.add(16));
-            for row in &mut acc {
-                row[0] = _mm512_add_ps(row[0], bias0);
-                row[1] = _mm512_add_ps(row[1], bias1);
-            }
+            add_bias_avx512(&mut acc, bias);
             if gelu {
                 // Two rows (4 vectors) at a time: independent chains overlap.
                 let mut pairs = acc.chunks_exact_mut(2);
@@ -648,34 +645,35 @@ unsafe fn store_tile_avx512<const MR: usize>(
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * ldc), row[0]);
-            _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+        store_acc_avx512(&acc, c, ldc);
+    }
+}
+
+/// `acc[i] += bias` for every row of an MR x 32 tile.
+///
+/// # Safety
+/// AVX-512F (inlined into a caller that has it); `bias` 32 readable f32.
+#[inline(always)]
+unsafe fn add_bias_avx512<const MR: usize>(acc: &mut [[__m512; 2]; MR], bias: *const f32) {
+    // SAFETY: the contract above; unaligned loads.
+    unsafe {
+        let bias0 = _mm512_loadu_ps(bias);
+        let bias1 = _mm512_loadu_ps(bias.add(16));
+        for row in acc {
+            row[0] = _mm512_add_ps(row[0], bias0);
+            row[1] = _mm512_add_ps(row[1], bias1);
         }
     }
 }
 
-/// [`store_tile_avx512`] without GELU, written to be inlined into the tile.
+/// Stores an MR x 32 tile to C's rows.
 ///
 /// # Safety
-/// As [`store_tile_avx512`].
+/// AVX-512F (inlined into a caller that has it); `c + i·ldc .. + 32` writable for i < MR.
 #[inline(always)]
-unsafe fn store_tile_avx512_inline<const MR: usize>(
-    mut acc: [[__m512; 2]; MR],
-    c: *mut f32,
-    ldc: usize,
-    bias: *const f32,
-) {
-    // SAFETY: the contract above; unaligned loads and stores.
+unsafe fn store_acc_avx512<const MR: usize>(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize) {
+    // SAFETY: the contract above; unaligned stores.
     unsafe {
-        if !bias.is_null() {
-            let bias0 = _mm512_loadu_ps(bias);
-            let bias1 = _mm512_loadu_ps(bias.add(16));
-            for row in &mut acc {
-                row[0] = _mm512_add_ps(row[0], bias0);
-                row[1] = _mm512_add_ps(row[1], bias1);
-            }
-        }
         for (i, row) in acc.iter().enumerate() {
             _mm512_storeu_ps(c.add(i * ldc), row[0]);
             _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
