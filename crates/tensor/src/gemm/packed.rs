@@ -1686,9 +1686,8 @@ impl<'a> Call<'a> {
                                 }
                             }
                             continue;
-                        } else {
-                            run_tile(c, ldc, bias_ptr, gelu);
                         }
+                        run_tile(c, ldc, bias_ptr, gelu);
                     } else {
                         // Right edge: the same kernel on a scratch tile, then copy the valid part.
                         let mut tmp = [0.0f32; MAX_TILE];
