@@ -1370,6 +1370,28 @@ impl<'a> Call<'a> {
             stride,
             nr.min(self.n - j0) * value_bytes,
         );
+        if let Some(residual) = self.residual {
+            // And the residual it adds, which nothing else brings into cache.
+            prefetch_rows_for_write(
+                residual.as_ptr().wrapping_add(r0 * self.n + j0) as *const u8,
+                tile_rows,
+                self.n * std::mem::size_of::<f32>(),
+                nr.min(self.n - j0) * std::mem::size_of::<f32>(),
+            );
+        }
+    }
+
+    /// The residual from row `r0`, column `j0` on (row stride N), checked to hold `rows` rows
+    /// of `cols` values there; null without a residual.
+    fn residual_rows(&self, r0: usize, j0: usize, rows: usize, cols: usize) -> *const f32 {
+        match self.residual {
+            Some(residual) => {
+                let first = r0 * self.n + j0;
+                assert!(rows == 0 || first + (rows - 1) * self.n + cols <= residual.len());
+                residual[first..].as_ptr()
+            }
+            None => std::ptr::null(),
+        }
     }
 
     /// Whether a task keeps its partial sums apart from the output between K blocks: when
@@ -1665,26 +1687,21 @@ impl<'a> Call<'a> {
                             // plus the residual connection on the way (the output's lines are
                             // then only written).
                             run_tile(partial, pldc, bias_ptr, gelu);
-                            for i in 0..tile_rows {
-                                // SAFETY: row i of the partial tile and of the output tile:
-                                // NR f32 each, in their buffers, not overlapping.
-                                let (src, dst) = unsafe {
-                                    (
-                                        std::slice::from_raw_parts(partial.add(i * pldc), nr),
-                                        std::slice::from_raw_parts_mut(c.add(i * ldc), nr),
-                                    )
-                                };
-                                match self.residual {
-                                    Some(residual) => {
-                                        let r = (r0 + i) * n + j0;
-                                        let residual = &residual[r..r + nr];
-                                        for ((d, &s), &x) in dst.iter_mut().zip(src).zip(residual) {
-                                            *d = s + x;
-                                        }
-                                    }
-                                    None => dst.copy_from_slice(src),
-                                }
-                            }
+                            // SAFETY: the partial tile's rows (NR f32 at stride pldc, in the
+                            // buffer) and the output tile's (above) do not overlap; the
+                            // residual's rows r0.. of N f32 hold columns j0..j0 + NR.
+                            unsafe {
+                                kr.finish_rows(
+                                    tile_rows,
+                                    nr,
+                                    partial,
+                                    pldc,
+                                    self.residual_rows(r0, j0, tile_rows, nr),
+                                    n,
+                                    c,
+                                    ldc,
+                                )
+                            };
                             continue;
                         }
                         run_tile(c, ldc, bias_ptr, gelu);
@@ -1711,19 +1728,23 @@ impl<'a> Call<'a> {
                             dst.copy_from_slice(&tmp[i * nr..i * nr + cols]);
                         }
                     }
-                    if let (true, Some(residual)) = (last, self.residual) {
+                    if let (true, Some(_)) = (last, self.residual) {
                         // The tile is still in L1: add the residual connection now.
-                        for i in 0..tile_rows {
-                            let r = r0 + i;
-                            // SAFETY: as for the edge tile rows above.
-                            let dst = unsafe {
-                                std::slice::from_raw_parts_mut(out.0.add(r * ldc + j0), cols)
-                            };
-                            let src = &residual[r * n + j0..r * n + j0 + cols];
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        }
+                        // SAFETY: the tile's rows r0.. x columns j0..j0 + cols of the output
+                        // (as for the edge tile above) and of the residual (M x N).
+                        unsafe {
+                            let c = out.0.add(r0 * ldc + j0);
+                            kr.finish_rows(
+                                tile_rows,
+                                cols,
+                                c,
+                                ldc,
+                                self.residual_rows(r0, j0, tile_rows, cols),
+                                n,
+                                c,
+                                ldc,
+                            )
+                        };
                     }
                 }
             }
@@ -1776,6 +1797,99 @@ mod tests {
             }
         }
         assert!(checked > 70_000);
+    }
+
+    /// `finish_rows` of a kernel against the scalar sum, over odd widths (masked tails), odd
+    /// strides, with and without a residual, into another buffer and in place; columns past
+    /// the width untouched.
+    fn check_finish_rows<Kr: super::MicroKernel>(kr: Kr, name: &str) {
+        let value = |i: usize| ((i * 37 % 101) as f32 - 50.0) * 0.37;
+        for (rows, cols) in [
+            (1, 1),
+            (3, 7),
+            (12, 16),
+            (5, 17),
+            (2, 31),
+            (7, 65),
+            (1, 100),
+        ] {
+            let (lds, ldr, ldd) = (cols + 3, cols + 1, cols + 5);
+            let src: Vec<f32> = (0..rows * lds).map(value).collect();
+            let res: Vec<f32> = (0..rows * ldr).map(|i| value(i + 7) * 1e-3).collect();
+            for with_residual in [false, true] {
+                let residual = if with_residual {
+                    res.as_ptr()
+                } else {
+                    std::ptr::null()
+                };
+                let want = |i: usize, j: usize| {
+                    let s = src[i * lds + j];
+                    if with_residual {
+                        s + res[i * ldr + j]
+                    } else {
+                        s
+                    }
+                };
+                let mut dst = vec![-9.0f32; rows * ldd];
+                // SAFETY: rows x cols inside each buffer at its stride.
+                unsafe {
+                    kr.finish_rows(
+                        rows,
+                        cols,
+                        src.as_ptr(),
+                        lds,
+                        residual,
+                        ldr,
+                        dst.as_mut_ptr(),
+                        ldd,
+                    )
+                };
+                let mut in_place = src.clone();
+                let p = in_place.as_mut_ptr();
+                // SAFETY: as above; src and dst the same elements.
+                unsafe { kr.finish_rows(rows, cols, p, lds, residual, ldr, p, lds) };
+                for i in 0..rows {
+                    let at = format!("{name} {rows}x{cols} row {i}, residual {with_residual}");
+                    for j in 0..ldd {
+                        let want_dst = if j < cols { want(i, j) } else { -9.0 };
+                        assert_eq!(
+                            dst[i * ldd + j].to_bits(),
+                            want_dst.to_bits(),
+                            "{at} col {j}"
+                        );
+                    }
+                    for j in 0..lds {
+                        let want_in_place = if j < cols {
+                            want(i, j)
+                        } else {
+                            src[i * lds + j]
+                        };
+                        assert_eq!(
+                            in_place[i * lds + j].to_bits(),
+                            want_in_place.to_bits(),
+                            "{at} col {j} in place"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_finishes_rows_as_the_scalar_sum() {
+        use super::super::kernels::portable::PortableKernel;
+        check_finish_rows(PortableKernel::new().unwrap(), "portable");
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::super::kernels::x86::{Avx2Kernel, Avx512Kernel};
+            if let Some(kr) = Avx2Kernel::new() {
+                check_finish_rows(kr, "avx2");
+            }
+            match Avx512Kernel::new() {
+                Some(kr) => check_finish_rows(kr, "avx512"),
+                None => println!("no AVX-512 here: its finish_rows not compared"),
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

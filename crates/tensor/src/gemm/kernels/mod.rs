@@ -315,6 +315,42 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         }
     }
 
+    /// `dst[i·ldd + j] = src[i·lds + j] + residual[i·ldr + j]` for i < `rows`, j < `cols`
+    /// (one rounding, as `s + x`), or a plain copy when `residual` is null: a tile's way out
+    /// of a task's partial sums, and the residual connection added to a stored tile (`src`
+    /// may be `dst`: each value is read before it is written).
+    ///
+    /// # Safety
+    /// `src + i·lds`, `residual + i·ldr` (unless null) readable and `dst + i·ldd` writable for
+    /// `cols` f32, i < rows; `dst`'s rows not shared with another thread, nor with `src` except
+    /// as the same elements.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn finish_rows(
+        self,
+        rows: usize,
+        cols: usize,
+        src: *const f32,
+        lds: usize,
+        residual: *const f32,
+        ldr: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
+        for i in 0..rows {
+            for j in 0..cols {
+                // SAFETY: element (i, j) of each operand: inside the contract's rows.
+                unsafe {
+                    let s = *src.add(i * lds + j);
+                    *dst.add(i * ldd + j) = if residual.is_null() {
+                        s
+                    } else {
+                        s + *residual.add(i * ldr + j)
+                    };
+                }
+            }
+        }
+    }
+
     /// K steps come in multiples of this (the packed K is padded with zeros to it, and so
     /// is every K block): AMX multiplies 16 steps per instruction.
     const STEP_MULTIPLE: usize = 1;

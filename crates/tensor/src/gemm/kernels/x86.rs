@@ -371,6 +371,21 @@ impl MicroKernel for Avx512Kernel {
         unsafe { tile_avx512_with(rows, t) }
     }
 
+    unsafe fn finish_rows(
+        self,
+        rows: usize,
+        cols: usize,
+        src: *const f32,
+        lds: usize,
+        residual: *const f32,
+        ldr: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
+        // SAFETY: holding `self` proves AVX-512F; the pointers are the caller's contract.
+        unsafe { finish_rows_avx512(rows, cols, src, lds, residual, ldr, dst, ldd) }
+    }
+
     // Packed, the 12 broadcasts of a k step load at fixed offsets from one pointer, and the
     // rows no longer sit at a stride of K floats (4 KB for K = 1024: the same L1 set for all
     // 12) while they are read. In place, the compiler rebuilt the 12 row addresses every k
@@ -418,6 +433,44 @@ impl MicroKernel for Avx512Kernel {
 }
 
 const MR_AVX512: usize = 12;
+
+/// [`MicroKernel::finish_rows`] 16 lanes at a time, the row's tail under a mask: the scalar
+/// loop the driver had in its place compiled to one `addss` and `movss` per value, which
+/// kept a tile's output rows waiting on their misses one store at a time.
+///
+/// # Safety
+/// AVX-512F; the pointer contract of `finish_rows`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_rows_avx512(
+    rows: usize,
+    cols: usize,
+    src: *const f32,
+    lds: usize,
+    residual: *const f32,
+    ldr: usize,
+    dst: *mut f32,
+    ldd: usize,
+) {
+    // SAFETY (whole body): each access covers columns j .. j + 16 of row i under a mask that
+    // keeps it below `cols`; rows i < rows: the contract's regions.
+    unsafe {
+        for i in 0..rows {
+            let (s, d) = (src.add(i * lds), dst.add(i * ldd));
+            let mut j = 0;
+            while j < cols {
+                let live = (cols - j).min(16);
+                let m = ((1u32 << live) - 1) as __mmask16;
+                let mut v = _mm512_maskz_loadu_ps(m, s.add(j));
+                if !residual.is_null() {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, residual.add(i * ldr + j)));
+                }
+                _mm512_mask_storeu_ps(d.add(j), m, v);
+                j += 16;
+            }
+        }
+    }
+}
 
 /// [`MicroKernel::pack_a_panel`] for MR = 12: four rows x 16 k at a time, transposed within
 /// each 128-bit lane (four 4 x 4 blocks), each k's four values stored as one 16-byte store;
