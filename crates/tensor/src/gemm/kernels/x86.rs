@@ -1181,10 +1181,12 @@ unsafe fn tile_avx512_bf16<const MR: usize, E: PanelElem>(t: Avx512Tile<E>) {
         }
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * a_row));
         for p in 0..k {
+            // Into L2, as `tile_avx512` does: Zen 4, 2 threads, 3 alternating rounds, W1 bf16
+            // medians e5-small 2.77-3.81 -> 2.41-2.67 ms, koe5-shape 35.4-42.5 -> 31.2-38.2 ms.
             if !prefetch.is_null() {
                 let ahead = prefetch.wrapping_add(p * 128);
-                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64) as *const i8);
             }
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 64).cast()));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 64 + 32).cast()));
