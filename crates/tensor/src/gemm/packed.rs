@@ -54,7 +54,7 @@ use super::kernels::x86::{
     bias_gelu_store_bf16_cvtne_avx512, Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel, Bf16RowStore,
 };
 pub use super::kernels::PanelFormat;
-use super::kernels::{prefetch_rows_for_write, tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
+use super::kernels::{prefetch_rows, tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
 use super::panel_memory::PanelMemory;
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
@@ -1356,7 +1356,7 @@ impl<'a> Call<'a> {
             // in the last K block is its output written, by a copy.
             let at = first.wrapping_add(ip * mr * pldc + (jp - panels.start) * nr);
             let stride = pldc * std::mem::size_of::<f32>();
-            prefetch_rows_for_write(at as *const u8, tile_rows, stride, nr * 4);
+            prefetch_rows(at as *const u8, tile_rows, stride, nr * 4);
             if k_blocks_left > 1 {
                 return;
             }
@@ -1364,7 +1364,7 @@ impl<'a> Call<'a> {
         // Row stride in bytes: ldc f32, or 2·ldc bf16 for a pairs output.
         let stride = ldc * std::mem::size_of::<f32>();
         let value_bytes = if self.pairs_out.is_some() { 2 } else { 4 };
-        prefetch_rows_for_write(
+        prefetch_rows(
             (out.0 as *const u8).wrapping_add(r0 * stride + j0 * value_bytes),
             tile_rows,
             stride,
@@ -1372,7 +1372,7 @@ impl<'a> Call<'a> {
         );
         if let Some(residual) = self.residual {
             // And the residual it adds, which nothing else brings into cache.
-            prefetch_rows_for_write(
+            prefetch_rows(
                 residual.as_ptr().wrapping_add(r0 * self.n + j0) as *const u8,
                 tile_rows,
                 self.n * std::mem::size_of::<f32>(),
@@ -1728,7 +1728,7 @@ impl<'a> Call<'a> {
                             dst.copy_from_slice(&tmp[i * nr..i * nr + cols]);
                         }
                     }
-                    if let (true, Some(_)) = (last, self.residual) {
+                    if last && self.residual.is_some() {
                         // The tile is still in L1: add the residual connection now.
                         // SAFETY: the tile's rows r0.. x columns j0..j0 + cols of the output
                         // (as for the edge tile above) and of the residual (M x N).

@@ -179,11 +179,13 @@ pub(crate) fn tile_prefetch(
     }
 }
 
-/// Asks for the output rows the next tile will store (`rows` rows of `width` bytes from
-/// `first`, `stride` bytes apart) in L1, owned for writing, while this tile multiplies: a
-/// tile's stores otherwise wait on their lines (read for ownership from L3 in the first K
-/// block, from L2 after it). A hint: never faults, and changes no result.
-pub(crate) fn prefetch_rows_for_write(first: *const u8, rows: usize, stride: usize, width: usize) {
+/// Asks for rows the next tile will touch (`rows` rows of `width` bytes from `first`,
+/// `stride` bytes apart) in L1 while this tile multiplies: its output rows, whose stores
+/// otherwise wait on their lines (read for ownership from L3 in the first K block, from L2
+/// after it), and the residual rows it adds. The `_MM_HINT_ET0` hint asks for ownership, but
+/// without the `prfchw` target feature it compiles to `prefetcht0`, a read prefetch (see
+/// "Speed" in the README). A hint: never faults, and changes no result.
+pub(crate) fn prefetch_rows(first: *const u8, rows: usize, stride: usize, width: usize) {
     if width == 0 {
         return;
     }
