@@ -228,6 +228,9 @@ fn attention(
         }
         debug_assert!(rows.end <= rows_total);
         let col = head * d;
+        if let Some(next) = sequences.get((index + 1) / n_heads) {
+            prefetch_head_rows([q, k, v], next.clone(), (index + 1) % n_heads * d, d);
+        }
         // K_h as B of scores = Q_h · K_hᵀ: N = t keys, K = d.
         let keys =
             PackedMatrix::pack_strided(k.from(rows.start, col), t, d, k.row_stride, 1, kernel);
@@ -281,4 +284,29 @@ fn attention(
         let mut scratch = CacheLineVec::from_vec(Vec::new());
         (0..tasks).for_each(|index| task(&mut scratch, index));
     }
+}
+
+/// Asks L2 for the Q, K and V columns `col .. col + d` of rows `rows` (the next task's head),
+/// while this task computes: the Q/K/V output of a large batch does not fit the L3, and a
+/// head reads 128-byte pieces of rows thousands of bytes apart, which the hardware prefetchers
+/// do not follow. A hint: never faults, changes no result.
+fn prefetch_head_rows(sources: [Columns<'_>; 3], rows: Range<usize>, col: usize, d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for s in sources {
+        for r in rows.clone() {
+            let first = s.data.as_ptr().wrapping_add(r * s.row_stride + col) as usize;
+            let last = first + d * std::mem::size_of::<f32>() - 1;
+            let mut line = first & !63;
+            while line <= last {
+                // SAFETY: a prefetch reads nothing the program sees and never faults.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                    _mm_prefetch::<_MM_HINT_T1>(line as *const i8);
+                }
+                line += 64;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (sources, rows, col, d);
 }
