@@ -54,7 +54,7 @@ use super::kernels::x86::{
     bias_gelu_store_bf16_cvtne_avx512, Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel, Bf16RowStore,
 };
 pub use super::kernels::PanelFormat;
-use super::kernels::{prefetch_rows, tile_prefetch, MicroKernel, PanelElem, MAX_TILE};
+use super::kernels::{prefetch_rows, tile_prefetch, MicroKernel, PanelElem, PrefetchTo, MAX_TILE};
 use super::panel_memory::PanelMemory;
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
@@ -1356,7 +1356,7 @@ impl<'a> Call<'a> {
             // in the last K block is its output written, by a copy.
             let at = first.wrapping_add(ip * mr * pldc + (jp - panels.start) * nr);
             let stride = pldc * std::mem::size_of::<f32>();
-            prefetch_rows(at as *const u8, tile_rows, stride, nr * 4);
+            prefetch_rows(PrefetchTo::L1, at as *const u8, tile_rows, stride, nr * 4);
             if k_blocks_left > 1 {
                 return;
             }
@@ -1365,6 +1365,7 @@ impl<'a> Call<'a> {
         let stride = ldc * std::mem::size_of::<f32>();
         let value_bytes = if self.pairs_out.is_some() { 2 } else { 4 };
         prefetch_rows(
+            PrefetchTo::L1,
             (out.0 as *const u8).wrapping_add(r0 * stride + j0 * value_bytes),
             tile_rows,
             stride,
@@ -1373,6 +1374,7 @@ impl<'a> Call<'a> {
         if let Some(residual) = self.residual {
             // And the residual it adds, which nothing else brings into cache.
             prefetch_rows(
+                PrefetchTo::L1,
                 residual.as_ptr().wrapping_add(r0 * self.n + j0) as *const u8,
                 tile_rows,
                 self.n * std::mem::size_of::<f32>(),

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
+use crate::gemm::kernels::{prefetch_rows, PrefetchTo};
 use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
 #[cfg(target_arch = "x86_64")]
 use crate::ops::attention_amx::{attention_amx, AmxAttention};
@@ -289,24 +290,18 @@ fn attention(
 /// Asks L2 for the Q, K and V columns `col .. col + d` of rows `rows` (the next task's head),
 /// while this task computes: the Q/K/V output of a large batch does not fit the L3, and a
 /// head reads 128-byte pieces of rows thousands of bytes apart, which the hardware prefetchers
-/// do not follow. A hint: never faults, changes no result.
+/// do not follow.
 fn prefetch_head_rows(sources: [Columns<'_>; 3], rows: Range<usize>, col: usize, d: usize) {
-    #[cfg(target_arch = "x86_64")]
+    let f32_bytes = std::mem::size_of::<f32>();
     for s in sources {
-        for r in rows.clone() {
-            let first = s.data.as_ptr().wrapping_add(r * s.row_stride + col) as usize;
-            let last = first + d * std::mem::size_of::<f32>() - 1;
-            let mut line = first & !63;
-            while line <= last {
-                // SAFETY: a prefetch reads nothing the program sees and never faults.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                    _mm_prefetch::<_MM_HINT_T1>(line as *const i8);
-                }
-                line += 64;
-            }
-        }
+        prefetch_rows(
+            PrefetchTo::L2,
+            s.data
+                .as_ptr()
+                .wrapping_add(rows.start * s.row_stride + col) as *const u8,
+            rows.len(),
+            s.row_stride * f32_bytes,
+            d * f32_bytes,
+        );
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (sources, rows, col, d);
 }

@@ -179,13 +179,29 @@ pub(crate) fn tile_prefetch(
     }
 }
 
-/// Asks for rows the next tile will touch (`rows` rows of `width` bytes from `first`,
-/// `stride` bytes apart) in L1 while this tile multiplies: its output rows, whose stores
-/// otherwise wait on their lines (read for ownership from L3 in the first K block, from L2
-/// after it), and the residual rows it adds. The `_MM_HINT_ET0` hint asks for ownership, but
-/// without the `prfchw` target feature it compiles to `prefetcht0`, a read prefetch (see
-/// "Speed" in the README). A hint: never faults, and changes no result.
-pub(crate) fn prefetch_rows(first: *const u8, rows: usize, stride: usize, width: usize) {
+/// Which cache [`prefetch_rows`] asks for lines in.
+#[derive(Clone, Copy)]
+pub(crate) enum PrefetchTo {
+    /// L1, with the hint that asks for ownership (`_MM_HINT_ET0`; without the `prfchw`
+    /// target feature it compiles to `prefetcht0`, a read prefetch: see "Speed" in the
+    /// README).
+    L1,
+    /// L2 (`prefetcht1`).
+    L2,
+}
+
+/// Asks for `rows` rows of `width` bytes from `first`, `stride` bytes apart, in cache `to`:
+/// in L1, the output rows the next tile will store (its stores otherwise wait on their
+/// lines, read for ownership from L3 in the first K block, from L2 after it) and the
+/// residual rows it adds; in L2, the next attention task's Q, K and V rows. A hint: never
+/// faults, and changes no result.
+pub(crate) fn prefetch_rows(
+    to: PrefetchTo,
+    first: *const u8,
+    rows: usize,
+    stride: usize,
+    width: usize,
+) {
     if width == 0 {
         return;
     }
@@ -195,13 +211,17 @@ pub(crate) fn prefetch_rows(first: *const u8, rows: usize, stride: usize, width:
         let mut line = row as usize & !63;
         while line <= end {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch (SSE, always on x86-64; `prefetchw` where the CPU has it, a
-            // no-op elsewhere) reads nothing the program sees and never faults, whatever the
-            // address.
+            // SAFETY: a prefetch (SSE, always on x86-64; a no-op elsewhere) reads nothing the
+            // program sees and never faults, whatever the address.
             unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-                _mm_prefetch::<_MM_HINT_ET0>(line as *const i8);
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T1};
+                match to {
+                    PrefetchTo::L1 => _mm_prefetch::<_MM_HINT_ET0>(line as *const i8),
+                    PrefetchTo::L2 => _mm_prefetch::<_MM_HINT_T1>(line as *const i8),
+                }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = to;
             line += 64;
         }
     }
