@@ -271,12 +271,15 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`exp_avx2`] 16 lanes wide: the same operations per lane.
+    /// exp of 16 lanes, for softmax's x <= 0: the reduction and polynomial of [`exp_avx2`],
+    /// but 2ⁿ applied by `vscalefps` (one rounding, denormals included) instead of building
+    /// the power's bits (three more instructions). Clamped at -104, where exp rounds to 0, so
+    /// -inf gives exactly 0; NaN stays NaN; valid for x <= 88.
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
     fn exp_avx512(x: __m512) -> __m512 {
         // maxps returns its second operand when either is NaN: NaN goes on.
-        let x = _mm512_max_ps(_mm512_set1_ps(-88.0), x);
+        let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2_E)),
         );
@@ -286,12 +289,7 @@ pub(crate) mod x86 {
         for &c in &EXP_P[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
-        // n >= -127: the biased exponent n + 127 >= 0 (0 gives the value 0).
-        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-            _mm512_cvtps_epi32(n),
-            _mm512_set1_epi32(127),
-        ));
-        _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+        _mm512_scalef_ps(p, n)
     }
 
     /// [`softmax_row_scaled_avx2`] 16 lanes wide; the tail (n mod 16) in one masked vector
@@ -315,9 +313,15 @@ pub(crate) mod x86 {
 
     /// [`softmax_row_scaled_avx512`] on each row of `rows` (rows of `n`), the same bits row by
     /// row; each pass runs over a group of 16 rows before the next, so that one row's
-    /// reductions (a 16-lane max, an 8-lane f64 sum, a division: about 120 cycles of
-    /// latency) overlap the others' work instead of waiting for each other (attention's rows
-    /// are short: 8 vectors at T = 128).
+    /// reductions (a 16-lane max, a 16-lane sum, a division: about 100 cycles of latency)
+    /// overlap the others' work instead of waiting for each other (attention's rows are
+    /// short: 8 vectors at T = 128).
+    ///
+    /// Three passes: a max that only reads (taken before scaling: with `scale > 0` rounding
+    /// keeps the order, so fl(max · scale) is the max of the fl(x · scale)), then
+    /// exp(x · scale - max) with one rounding (`vfmsub`) summed in f32 lanes as PyTorch's
+    /// softmax sums, then the products with 1/sum. NaN, +inf and all -inf rows follow
+    /// [`super::softmax_row`].
     ///
     /// # Safety
     /// The CPU supports AVX-512F and FMA.
@@ -327,58 +331,65 @@ pub(crate) mod x86 {
         if n == 0 {
             return;
         }
+        if !(scale > 0.0) {
+            // The read-only max needs scale > 0: scale first, and x · 1 is exact.
+            rows.iter_mut().for_each(|v| *v *= scale);
+            // SAFETY: the contract.
+            return unsafe { softmax_rows_scaled_avx512(rows, n, 1.0) };
+        }
         let chunks = n.div_ceil(16);
         let mask = |c: usize| chunk_mask(n, c);
         let vs = _mm512_set1_ps(scale);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         for group in rows.chunks_mut(GROUP * n) {
             let mut maxes = [0.0f32; GROUP];
-            let mut lane_sums = [[0.0f64; 8]; GROUP];
+            // 1 for the rows the scalar twin normalised already.
+            let mut sums = [1.0f32; GROUP];
             // SAFETY (the passes): every access is of chunk c's lanes of a row of `group`
             // under mask(c), which covers row + 16c .. row + min(16c + 16, n) only.
             unsafe {
-                for (row, max) in group.chunks_exact_mut(n).zip(&mut maxes) {
-                    let ptr = row.as_mut_ptr();
+                for (row, max) in group.chunks_exact(n).zip(&mut maxes) {
+                    let ptr = row.as_ptr();
                     let mut vmax = ninf;
                     for c in 0..chunks {
-                        let m = mask(c);
-                        let v = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c)), vs);
-                        _mm512_mask_storeu_ps(ptr.add(16 * c), m, v);
+                        let x = _mm512_mask_loadu_ps(ninf, mask(c), ptr.add(16 * c));
                         // Second operand on NaN: NaN entries are skipped, as f32::max does.
-                        vmax = _mm512_max_ps(v, vmax);
+                        vmax = _mm512_max_ps(x, vmax);
                     }
-                    let mut lanes = [0.0f32; 16];
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), vmax);
-                    *max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    *max = _mm512_reduce_max_ps(vmax) * scale;
                 }
-                for ((row, &max), halves) in
-                    group.chunks_exact_mut(n).zip(&maxes).zip(&mut lane_sums)
-                {
+                for ((row, &max), sum) in group.chunks_exact_mut(n).zip(&maxes).zip(&mut sums) {
                     if !max.is_finite() {
+                        row.iter_mut().for_each(|v| *v *= scale);
                         super::softmax_row(row);
                         continue;
                     }
                     let ptr = row.as_mut_ptr();
                     let vm = _mm512_set1_ps(max);
-                    let mut sum_lo = _mm512_setzero_pd();
-                    let mut sum_hi = _mm512_setzero_pd();
+                    // One accumulator: its 3-cycle add hides under the exp's dozen instructions (an
+                    // array of two, indexed by c % 2, lived on the stack).
+                    let mut acc = _mm512_setzero_ps();
                     for c in 0..chunks {
                         let m = mask(c);
+                        // Dead lanes: -inf, whose exp is 0.
                         let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
-                        let e = exp_avx512(_mm512_sub_ps(x, vm));
+                        let e = exp_avx512(_mm512_fmsub_ps(x, vs, vm));
                         _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
-                        sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-                        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
-                        sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(hi));
+                        acc = _mm512_add_ps(acc, e);
                     }
-                    _mm512_storeu_pd(halves.as_mut_ptr(), _mm512_add_pd(sum_lo, sum_hi));
+                    *sum = _mm512_reduce_add_ps(acc);
                 }
-                for ((row, &max), halves) in group.chunks_exact_mut(n).zip(&maxes).zip(&lane_sums) {
+                let mut inverses = [0.0f32; GROUP];
+                _mm512_storeu_ps(
+                    inverses.as_mut_ptr(),
+                    _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_loadu_ps(sums.as_ptr())),
+                );
+                for ((row, &max), &inverse) in group.chunks_exact_mut(n).zip(&maxes).zip(&inverses)
+                {
                     if !max.is_finite() {
                         continue;
                     }
-                    let sum = halves.iter().sum::<f64>();
-                    let vi = _mm512_set1_ps((1.0 / sum) as f32);
+                    let vi = _mm512_set1_ps(inverse);
                     let ptr = row.as_mut_ptr();
                     for c in 0..chunks {
                         let m = mask(c);
@@ -390,18 +401,16 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Row i < `rows` of `scores` (`n` f32 at `scores + i·ld`): softmax(row · `scale`) with
-    /// the exp of [`softmax_row_scaled_avx512`] but the sum in f32, as PyTorch's softmax sums
-    /// (lane-wise, then across lanes), written as bf16 to `dst + i·ld_dst` by
+    /// Row i < `rows` of `scores` (`n` f32 at `scores + i·ld`): softmax(row · `scale`) by the
+    /// passes of [`softmax_rows_scaled_avx512`] (the same exp and f32 sum, so the same
+    /// probabilities before rounding), written as bf16 to `dst + i·ld_dst` by
     /// `vcvtne2ps2bf16` (nearest, ties to even; a probability below 2⁻¹²⁶ becomes 0, as
     /// `tdpbf16ps` reads it anyway). The row keeps exp(v - max) in place.
     ///
     /// Made for attention's blocks of 16 query rows, whose rows are short (T values): each
     /// pass runs over all the rows before the next, so the rows' reductions and the one
     /// division of all their sums overlap rather than wait on each other (per row they were
-    /// a third of the time at T = 128). The max is taken before scaling: with `scale > 0`,
-    /// rounding keeps the order, so fl(max · scale) is the max of the fl(x · scale), and the
-    /// first pass only reads. NaN, +inf and all -inf rows follow [`super::softmax_row`].
+    /// a third of the time at T = 128).
     ///
     /// # Safety
     /// AVX-512 F, BW and BF16, and FMA; `scale` > 0; the rows of `scores` readable and
@@ -450,15 +459,17 @@ pub(crate) mod x86 {
                         continue;
                     }
                     let vm = _mm512_set1_ps(max);
-                    let mut acc = [_mm512_setzero_ps(); 2];
+                    // One accumulator: its 3-cycle add hides under the exp's dozen instructions (an
+                    // array of two, indexed by c % 2, lived on the stack).
+                    let mut acc = _mm512_setzero_ps();
                     for c in 0..chunks {
                         let m = mask(c);
                         let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
-                        let e = exp_avx512(_mm512_sub_ps(_mm512_mul_ps(x, vs), vm));
+                        let e = exp_avx512(_mm512_fmsub_ps(x, vs, vm));
                         _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
-                        acc[c % 2] = _mm512_add_ps(acc[c % 2], e);
+                        acc = _mm512_add_ps(acc, e);
                     }
-                    *sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+                    *sum = _mm512_reduce_add_ps(acc);
                 }
                 let mut inverses = [0.0f32; GROUP];
                 let sums = _mm512_loadu_ps(sums.as_ptr());
@@ -647,14 +658,16 @@ pub(crate) mod x86 {
                 worst.0,
                 worst.1
             );
-            // The 16-lane exp: the scalar lane's bits too, on the same grid and the edges.
+            // The 16-lane exp (scalef): the same bound on the same grid; below -87.3 its
+            // results are denormals, within one denormal step (2^-149) of the truth, and
+            // exactly 0 from -104 down to -inf.
             if crate::avx512_enabled() {
+                let mut worst = (0.0f64, 0.0f32);
                 let mut xs = [0.0f32; 16];
                 for i in (0..n).step_by(16) {
                     for (j, x) in xs.iter_mut().enumerate() {
-                        *x = -100.0 * ((i + j) as f32 / n as f32);
+                        *x = -110.0 * ((i + j) as f32 / n as f32);
                     }
-                    xs[0] = [f32::NEG_INFINITY, 0.0, 88.0, f32::NAN][(i / 16) % 4];
                     let mut lanes = [0.0f32; 16];
                     // SAFETY: AVX-512F + FMA (avx512_enabled); 16 f32 each.
                     unsafe {
@@ -662,13 +675,45 @@ pub(crate) mod x86 {
                         _mm512_storeu_ps(lanes.as_mut_ptr(), v);
                     }
                     for (&x, &got) in xs.iter().zip(&lanes) {
-                        let want = exp_lane(x);
-                        assert!(
-                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                            "16-lane vs scalar at {x}: {got} vs {want}"
-                        );
+                        let want = (x as f64).exp();
+                        if want >= f32::MIN_POSITIVE as f64 {
+                            let e = ulps(got, want);
+                            if e > worst.0 {
+                                worst = (e, x);
+                            }
+                        } else {
+                            let step = f32::from_bits(1) as f64;
+                            assert!(
+                                (got as f64 - want).abs() <= step,
+                                "16-lane exp at {x}: {got:e} vs {want:e}"
+                            );
+                            if x <= -104.0 {
+                                assert_eq!(got, 0.0, "16-lane exp at {x}");
+                            }
+                        }
                     }
                 }
+                println!(
+                    "max 16-lane exp error on [-87.3, 0]: {:.3} ulp at x = {}",
+                    worst.0, worst.1
+                );
+                assert!(
+                    worst.0 <= 1.0,
+                    "16-lane exp error {:.3} ulp at x = {}",
+                    worst.0,
+                    worst.1
+                );
+                let edges = [f32::NEG_INFINITY, -1e30, 0.0, f32::NAN];
+                let mut xs = [0.0f32; 16];
+                xs[..4].copy_from_slice(&edges);
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: as above.
+                unsafe {
+                    let v = exp_avx512(_mm512_loadu_ps(xs.as_ptr()));
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                }
+                assert_eq!(&lanes[..3], &[0.0, 0.0, 1.0]);
+                assert!(lanes[3].is_nan());
             }
             // Below the range: 0; NaN: NaN; 0: exactly 1.
             assert_eq!(exp_lane(-100.0), 0.0);
