@@ -15,7 +15,9 @@
 //! K, V), then the queries run in blocks of [`QUERY_BLOCK`] rows so that the block's score rows
 //! (`QUERY_BLOCK x T` f32: 192 KB at T = 512) stay in L2 between the score GEMM, the fused
 //! scale + softmax and the context GEMM. Scores are `fl(Q_h·K_hᵀ)` (one FMA chain per element,
-//! as in the linear layers), then `· scale` in f32, then softmax.
+//! as in the linear layers), then `· scale` in f32, then softmax. With the AVX-512 softmax the
+//! context GEMM takes the unnormalised exp rows and each context row is multiplied by its
+//! row's 1/sum afterwards: d products a row instead of T.
 //!
 //! Each output element depends only on its own sequence, so results do not depend on the
 //! other sequences of a batch, on the task split or on the thread count.
@@ -30,7 +32,7 @@ use crate::gemm::kernels::{prefetch_rows, PrefetchTo};
 use crate::gemm::packed::{matmul_packed_serial, GemmKernel, PackedMatrix};
 #[cfg(target_arch = "x86_64")]
 use crate::ops::attention_amx::{attention_amx, AmxAttention};
-use crate::ops::softmax::{softmax_rows_scaled, SoftmaxKernel};
+use crate::ops::softmax::{softmax_rows_scaled_unnormalised, SoftmaxKernel};
 use crate::tensor::{TensorView, TensorViewMut};
 
 /// Query rows per score block (a multiple of both micro-kernels' MR, 6 and 8).
@@ -244,6 +246,7 @@ fn attention(
             *scratch = CacheLineVec::filled(need, 0.0f32);
         }
         let scores = &mut scratch.as_mut_slice()[..need];
+        let mut inverses = [0.0f32; QUERY_BLOCK];
         let mut r0 = 0;
         while r0 < t {
             let m = QUERY_BLOCK.min(t - r0);
@@ -259,19 +262,19 @@ fn attention(
                     &keys,
                 )
             };
-            softmax_rows_scaled(block, t, scale, softmax);
+            let inverses = &mut inverses[..m];
+            softmax_rows_scaled_unnormalised(block, t, scale, softmax, inverses);
+            let ctx = out_ptr.get().wrapping_add((rows.start + r0) * h + col);
             // SAFETY: rows rows.start + r0 .. + m (< rows.end <= rows_total) x columns
             // col .. col + d (<= h) of `out`, at stride h: this task's own region (see OutPtr).
-            unsafe {
-                matmul_packed_serial(
-                    out_ptr.get().add((rows.start + r0) * h + col),
-                    h,
-                    block,
-                    t,
-                    m,
-                    &values,
-                )
-            };
+            unsafe { matmul_packed_serial(ctx, h, block, t, m, &values) };
+            for (i, &inverse) in inverses.iter().enumerate() {
+                if inverse != 1.0 {
+                    // SAFETY: row i < m of the region above, d values.
+                    let row = unsafe { std::slice::from_raw_parts_mut(ctx.add(i * h), d) };
+                    row.iter_mut().for_each(|v| *v *= inverse);
+                }
+            }
             r0 += m;
         }
     };

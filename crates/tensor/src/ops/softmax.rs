@@ -131,21 +131,38 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
     }
 }
 
-/// [`softmax_row_scaled`] on every row of `rows` (rows of `n` values, one after the other): the
-/// same bits; the AVX-512 kernel runs the rows in groups (see `softmax_rows_scaled_avx512`).
-pub(crate) fn softmax_rows_scaled(rows: &mut [f32], n: usize, scale: f32, kernel: SoftmaxKernel) {
+/// [`softmax_row_scaled`] on every row of `rows` (rows of `n` values, one after the other),
+/// except that where the kernel can (AVX-512) the rows are left as exp(x·scale - max),
+/// unnormalised, with `inverses[i]` = 1/sum of row i: attention multiplies its T x d context
+/// rows by it, d products a row instead of T (5% of attention at T = 512, d = 32). Then
+/// `row[j] · inverses[i]` is bit for bit what the normalised row holds. The other kernels
+/// normalise and set `inverses` to 1. The AVX-512 kernel runs the rows in groups (see
+/// `softmax_rows_scaled_avx512`).
+///
+/// # Panics
+/// If `inverses` does not hold one value per row.
+pub(crate) fn softmax_rows_scaled_unnormalised(
+    rows: &mut [f32],
+    n: usize,
+    scale: f32,
+    kernel: SoftmaxKernel,
+    inverses: &mut [f32],
+) {
     if n == 0 {
         return;
     }
+    assert_eq!(inverses.len() * n, rows.len(), "one inverse per row");
     match kernel {
         #[cfg(target_arch = "x86_64")]
         SoftmaxKernel::Avx512(_proof) => {
             // SAFETY: the proof exists only when `detect` found AVX-512F + FMA.
-            unsafe { x86::softmax_rows_scaled_avx512(rows, n, scale) }
+            unsafe { x86::softmax_rows_scaled_avx512(rows, n, scale, Some(inverses)) }
         }
-        _ => rows
-            .chunks_exact_mut(n)
-            .for_each(|row| softmax_row_scaled(row, scale, kernel)),
+        _ => {
+            rows.chunks_exact_mut(n)
+                .for_each(|row| softmax_row_scaled(row, scale, kernel));
+            inverses.fill(1.0);
+        }
     }
 }
 
@@ -271,22 +288,33 @@ pub(crate) mod x86 {
         }
     }
 
-    /// exp of 16 lanes, for softmax's x <= 0: the reduction and polynomial of [`exp_avx2`],
-    /// but 2ⁿ applied by `vscalefps` (one rounding, denormals included) instead of building
-    /// the power's bits (three more instructions). Clamped at -104, where exp rounds to 0, so
-    /// -inf gives exactly 0; NaN stays NaN; valid for x <= 88.
+    /// 2^r for |r| <= 1/2: a degree-6 fit (relative weights, f32 coefficients), within
+    /// 0.94 ulp in f32 Horner with FMA; highest first.
+    const EXP2_P: [f32; 7] = [
+        0.000_153_458_11,
+        0.001_339_993_1,
+        0.009_618_489,
+        0.055_503_286,
+        0.240_226_46,
+        0.693_147_2,
+        1.0,
+    ];
+
+    /// 2^t of 16 lanes, for softmax's t <= 0: t = n + r with n = round(t) and r = t - n
+    /// exact, 2^r by [`EXP2_P`], 2^n applied by `vscalefps` (one rounding, denormals
+    /// included). Softmax computes t = x·(scale·log₂e) - max in one `vfmsub`, which saves
+    /// the multiply by log₂e and the two-part ln 2 reduction of [`exp_avx2`]. Clamped at
+    /// -151, where 2^t rounds to 0, so -inf gives exactly 0; NaN stays NaN; valid for
+    /// t <= 127.
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
-    fn exp_avx512(x: __m512) -> __m512 {
+    fn exp2_avx512(t: __m512) -> __m512 {
         // maxps returns its second operand when either is NaN: NaN goes on.
-        let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-        let mut p = _mm512_set1_ps(EXP_P[0]);
-        for &c in &EXP_P[1..] {
+        let t = _mm512_max_ps(_mm512_set1_ps(-151.0), t);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let r = _mm512_sub_ps(t, n);
+        let mut p = _mm512_set1_ps(EXP2_P[0]);
+        for &c in &EXP2_P[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
@@ -301,7 +329,7 @@ pub(crate) mod x86 {
     pub(super) unsafe fn softmax_row_scaled_avx512(row: &mut [f32], scale: f32) {
         let n = row.len();
         // SAFETY: the contract.
-        unsafe { softmax_rows_scaled_avx512(row, n, scale) }
+        unsafe { softmax_rows_scaled_avx512(row, n, scale, None) }
     }
 
     /// The lanes of 16-value chunk `c` that lie inside a row of `n` values.
@@ -318,15 +346,23 @@ pub(crate) mod x86 {
     /// short: 8 vectors at T = 128).
     ///
     /// Three passes: a max that only reads (taken before scaling: with `scale > 0` rounding
-    /// keeps the order, so fl(max · scale) is the max of the fl(x · scale)), then
-    /// exp(x · scale - max) with one rounding (`vfmsub`) summed in f32 lanes as PyTorch's
-    /// softmax sums, then the products with 1/sum. NaN, +inf and all -inf rows follow
-    /// [`super::softmax_row`].
+    /// keeps the order), then 2^(x·c - max·c) with c = fl(scale·log₂e) (`to_log2`), the exponent
+    /// in one rounding (`vfmsub`; [`exp2_avx512`]), summed in f32 lanes as PyTorch's softmax
+    /// sums, then the products with 1/sum. The rounding of c scales every exponent by the same
+    /// (1 ± 2⁻²⁴), an error of the size of the one rounding of x·scale - max it replaces.
+    /// NaN, +inf and all -inf rows follow [`super::softmax_row`]. With `inverses_out`, the
+    /// third pass is left to the caller: row i's 1/sum goes to `inverses_out[i]` (1 for the
+    /// rows the scalar twin normalised).
     ///
     /// # Safety
-    /// The CPU supports AVX-512F and FMA.
+    /// The CPU supports AVX-512F and FMA; `inverses_out`, if any, holds a value per row.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn softmax_rows_scaled_avx512(rows: &mut [f32], n: usize, scale: f32) {
+    pub(super) unsafe fn softmax_rows_scaled_avx512(
+        rows: &mut [f32],
+        n: usize,
+        scale: f32,
+        mut inverses_out: Option<&mut [f32]>,
+    ) {
         const GROUP: usize = 16;
         if n == 0 {
             return;
@@ -335,13 +371,15 @@ pub(crate) mod x86 {
             // The read-only max needs scale > 0: scale first, and x · 1 is exact.
             rows.iter_mut().for_each(|v| *v *= scale);
             // SAFETY: the contract.
-            return unsafe { softmax_rows_scaled_avx512(rows, n, 1.0) };
+            return unsafe { softmax_rows_scaled_avx512(rows, n, 1.0, inverses_out) };
         }
         let chunks = n.div_ceil(16);
         let mask = |c: usize| chunk_mask(n, c);
-        let vs = _mm512_set1_ps(scale);
+        // Exponents base 2: x·log₂e·scale.
+        let to_log2 = scale * LOG2_E;
+        let vc = _mm512_set1_ps(to_log2);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        for group in rows.chunks_mut(GROUP * n) {
+        for (g, group) in rows.chunks_mut(GROUP * n).enumerate() {
             let mut maxes = [0.0f32; GROUP];
             // 1 for the rows the scalar twin normalised already.
             let mut sums = [1.0f32; GROUP];
@@ -356,7 +394,7 @@ pub(crate) mod x86 {
                         // Second operand on NaN: NaN entries are skipped, as f32::max does.
                         vmax = _mm512_max_ps(x, vmax);
                     }
-                    *max = _mm512_reduce_max_ps(vmax) * scale;
+                    *max = _mm512_reduce_max_ps(vmax) * to_log2;
                 }
                 for ((row, &max), sum) in group.chunks_exact_mut(n).zip(&maxes).zip(&mut sums) {
                     if !max.is_finite() {
@@ -373,7 +411,7 @@ pub(crate) mod x86 {
                         let m = mask(c);
                         // Dead lanes: -inf, whose exp is 0.
                         let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
-                        let e = exp_avx512(_mm512_fmsub_ps(x, vs, vm));
+                        let e = exp2_avx512(_mm512_fmsub_ps(x, vc, vm));
                         _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
                         acc = _mm512_add_ps(acc, e);
                     }
@@ -384,6 +422,11 @@ pub(crate) mod x86 {
                     inverses.as_mut_ptr(),
                     _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_loadu_ps(sums.as_ptr())),
                 );
+                if let Some(out) = inverses_out.as_deref_mut() {
+                    let rows_here = group.len() / n;
+                    out[g * GROUP..g * GROUP + rows_here].copy_from_slice(&inverses[..rows_here]);
+                    continue;
+                }
                 for ((row, &max), &inverse) in group.chunks_exact_mut(n).zip(&maxes).zip(&inverses)
                 {
                     if !max.is_finite() {
@@ -429,7 +472,9 @@ pub(crate) mod x86 {
         const GROUP: usize = 16;
         let chunks = n.div_ceil(16);
         let mask = |c: usize| chunk_mask(n, c);
-        let vs = _mm512_set1_ps(scale);
+        // Exponents base 2: x·log₂e·scale.
+        let to_log2 = scale * LOG2_E;
+        let vc = _mm512_set1_ps(to_log2);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut i0 = 0;
         while i0 < rows {
@@ -448,7 +493,7 @@ pub(crate) mod x86 {
                         // Second operand on NaN: NaN entries are skipped, as f32::max does.
                         vmax = _mm512_max_ps(x, vmax);
                     }
-                    *max = _mm512_reduce_max_ps(vmax) * scale;
+                    *max = _mm512_reduce_max_ps(vmax) * to_log2;
                 }
                 for (i, (&max, sum)) in maxes.iter().zip(&mut sums).enumerate().take(group) {
                     let ptr = scores.add((i0 + i) * ld);
@@ -465,7 +510,7 @@ pub(crate) mod x86 {
                     for c in 0..chunks {
                         let m = mask(c);
                         let x = _mm512_mask_loadu_ps(ninf, m, ptr.add(16 * c));
-                        let e = exp_avx512(_mm512_fmsub_ps(x, vs, vm));
+                        let e = exp2_avx512(_mm512_fmsub_ps(x, vc, vm));
                         _mm512_mask_storeu_ps(ptr.add(16 * c), m, e);
                         acc = _mm512_add_ps(acc, e);
                     }
@@ -536,10 +581,10 @@ pub(crate) mod x86 {
                     let mut alone = x.clone();
                     for row in alone.chunks_exact_mut(n) {
                         // SAFETY: AVX-512F and FMA checked above.
-                        unsafe { softmax_rows_scaled_avx512(row, n, 0.3) };
+                        unsafe { softmax_rows_scaled_avx512(row, n, 0.3, None) };
                     }
                     // SAFETY: as above.
-                    unsafe { softmax_rows_scaled_avx512(&mut x, n, 0.3) };
+                    unsafe { softmax_rows_scaled_avx512(&mut x, n, 0.3, None) };
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&x), bits(&alone), "n {n} rows {rows}");
                 }
@@ -658,58 +703,57 @@ pub(crate) mod x86 {
                 worst.0,
                 worst.1
             );
-            // The 16-lane exp (scalef): the same bound on the same grid; below -87.3 its
-            // results are denormals, within one denormal step (2^-149) of the truth, and
-            // exactly 0 from -104 down to -inf.
+            // The 16-lane 2^t of the AVX-512 softmax: within 1 ulp of the truth where it is a
+            // normal number (t >= -126), within one denormal step (2^-149) below, and exactly
+            // 0 from -151 down to -inf.
             if crate::avx512_enabled() {
                 let mut worst = (0.0f64, 0.0f32);
-                let mut xs = [0.0f32; 16];
+                let mut ts = [0.0f32; 16];
                 for i in (0..n).step_by(16) {
-                    for (j, x) in xs.iter_mut().enumerate() {
-                        *x = -110.0 * ((i + j) as f32 / n as f32);
+                    for (j, t) in ts.iter_mut().enumerate() {
+                        *t = -160.0 * ((i + j) as f32 / n as f32);
                     }
                     let mut lanes = [0.0f32; 16];
                     // SAFETY: AVX-512F + FMA (avx512_enabled); 16 f32 each.
                     unsafe {
-                        let v = exp_avx512(_mm512_loadu_ps(xs.as_ptr()));
+                        let v = exp2_avx512(_mm512_loadu_ps(ts.as_ptr()));
                         _mm512_storeu_ps(lanes.as_mut_ptr(), v);
                     }
-                    for (&x, &got) in xs.iter().zip(&lanes) {
-                        let want = (x as f64).exp();
+                    for (&t, &got) in ts.iter().zip(&lanes) {
+                        let want = (t as f64).exp2();
                         if want >= f32::MIN_POSITIVE as f64 {
                             let e = ulps(got, want);
                             if e > worst.0 {
-                                worst = (e, x);
+                                worst = (e, t);
                             }
                         } else {
                             let step = f32::from_bits(1) as f64;
                             assert!(
                                 (got as f64 - want).abs() <= step,
-                                "16-lane exp at {x}: {got:e} vs {want:e}"
+                                "16-lane 2^t at {t}: {got:e} vs {want:e}"
                             );
-                            if x <= -104.0 {
-                                assert_eq!(got, 0.0, "16-lane exp at {x}");
+                            if t <= -151.0 {
+                                assert_eq!(got, 0.0, "16-lane 2^t at {t}");
                             }
                         }
                     }
                 }
                 println!(
-                    "max 16-lane exp error on [-87.3, 0]: {:.3} ulp at x = {}",
+                    "max 16-lane 2^t error on [-126, 0]: {:.3} ulp at t = {}",
                     worst.0, worst.1
                 );
                 assert!(
                     worst.0 <= 1.0,
-                    "16-lane exp error {:.3} ulp at x = {}",
+                    "16-lane 2^t error {:.3} ulp at t = {}",
                     worst.0,
                     worst.1
                 );
-                let edges = [f32::NEG_INFINITY, -1e30, 0.0, f32::NAN];
-                let mut xs = [0.0f32; 16];
-                xs[..4].copy_from_slice(&edges);
+                let mut ts = [0.0f32; 16];
+                ts[..4].copy_from_slice(&[f32::NEG_INFINITY, -1e30, 0.0, f32::NAN]);
                 let mut lanes = [0.0f32; 16];
                 // SAFETY: as above.
                 unsafe {
-                    let v = exp_avx512(_mm512_loadu_ps(xs.as_ptr()));
+                    let v = exp2_avx512(_mm512_loadu_ps(ts.as_ptr()));
                     _mm512_storeu_ps(lanes.as_mut_ptr(), v);
                 }
                 assert_eq!(&lanes[..3], &[0.0, 0.0, 1.0]);
@@ -765,6 +809,47 @@ mod tests {
                         err <= 2e-6 * w + 1e-30,
                         "{kernel:?} len {len} entry {j}: {g} vs {w} (error {err:e})"
                     );
+                }
+            }
+        }
+    }
+
+    /// The unnormalised rows times their inverse are the normalised rows, bit for bit, with
+    /// every kernel: odd lengths, groups of rows around 16, NaN, +inf and all -inf rows.
+    #[test]
+    fn unnormalised_rows_times_their_inverse_are_the_softmax_rows() {
+        let mut state = 3u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 60.0 - 30.0
+        };
+        for kernel in kernels() {
+            for n in [1, 7, 16, 17, 130] {
+                for rows in [1, 5, 16, 17, 33] {
+                    let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+                    if rows > 3 {
+                        x[n + n / 2] = f32::NAN;
+                        x[2 * n..3 * n].fill(f32::NEG_INFINITY);
+                        x[3 * n] = f32::INFINITY;
+                    }
+                    let mut want = x.clone();
+                    for row in want.chunks_exact_mut(n) {
+                        softmax_row_scaled(row, 0.125, kernel);
+                    }
+                    let mut inverses = vec![f32::NAN; rows];
+                    softmax_rows_scaled_unnormalised(&mut x, n, 0.125, kernel, &mut inverses);
+                    for (i, (row, want)) in x.chunks_exact(n).zip(want.chunks_exact(n)).enumerate()
+                    {
+                        for (j, (&e, &w)) in row.iter().zip(want).enumerate() {
+                            let got = e * inverses[i];
+                            assert!(
+                                got.to_bits() == w.to_bits() || (got.is_nan() && w.is_nan()),
+                                "{kernel:?} n {n} rows {rows}: row {i} entry {j}: {got} vs {w}"
+                            );
+                        }
+                    }
                 }
             }
         }
