@@ -296,7 +296,8 @@ pub(crate) mod x86 {
         0.009_618_489,
         0.055_503_286,
         0.240_226_46,
-        0.693_147_2,
+        // The fit's own value, which is ln 2 rounded to f32.
+        std::f32::consts::LN_2,
         1.0,
     ];
 
@@ -367,7 +368,7 @@ pub(crate) mod x86 {
         if n == 0 {
             return;
         }
-        if !(scale > 0.0) {
+        if scale.is_nan() || scale <= 0.0 {
             // The read-only max needs scale > 0: scale first, and x · 1 is exact.
             rows.iter_mut().for_each(|v| *v *= scale);
             // SAFETY: the contract.
