@@ -786,15 +786,20 @@ mod tests {
         SoftmaxKernel::supported()
     }
 
-    #[test]
-    fn every_kernel_matches_f64_on_odd_lengths() {
-        let mut state = 7u64;
-        let mut next = || {
+    /// A seeded generator of scores, uniform in [-30, 30).
+    fn scores_in_pm30(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 60.0 - 30.0
-        };
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_f64_on_odd_lengths() {
+        let mut next = scores_in_pm30(7);
         for kernel in kernels() {
             for len in [1, 3, 7, 8, 9, 16, 17, 64, 65, 127, 384, 1025] {
                 let x: Vec<f32> = (0..len).map(|_| next()).collect();
@@ -819,13 +824,7 @@ mod tests {
     /// every kernel: odd lengths, groups of rows around 16, NaN, +inf and all -inf rows.
     #[test]
     fn unnormalised_rows_times_their_inverse_are_the_softmax_rows() {
-        let mut state = 3u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 60.0 - 30.0
-        };
+        let mut next = scores_in_pm30(3);
         for kernel in kernels() {
             for n in [1, 7, 16, 17, 130] {
                 for rows in [1, 5, 16, 17, 33] {
