@@ -33,7 +33,9 @@
 //! - Tasks run on rayon: whole M blocks when M is large (of 48 rows when all of B fits in 4 MB,
 //!   see [`SMALL_B_BYTES`]; else the kernel's MC), and the N panels split into chunks so both
 //!   cores work even at M = 16. K is never split between threads. (The single-threaded path,
-//!   attention's per-head products, keeps the kernel's MC.)
+//!   attention's per-head products, keeps the kernel's MC; a plain product over one K block,
+//!   attention's scores, runs row tiles outer and all B panels inner, one kernel call per row
+//!   tile: see `Call::serial_rows_of_panels`.)
 //!
 //! # Determinism and numerics
 //! See the `gemm::kernels` module: each output element is one accumulation chain over K in
@@ -54,7 +56,9 @@ use super::kernels::x86::{
     bias_gelu_store_bf16_cvtne_avx512, Avx2Kernel, Avx512Bf16Kernel, Avx512Kernel, Bf16RowStore,
 };
 pub use super::kernels::PanelFormat;
-use super::kernels::{prefetch_rows, tile_prefetch, MicroKernel, PanelElem, PrefetchTo, MAX_TILE};
+use super::kernels::{
+    prefetch_rows, tile_prefetch, MicroKernel, PanelElem, PrefetchTo, MAX_A_PANEL, MAX_TILE,
+};
 use super::panel_memory::PanelMemory;
 use crate::aligned::CacheLineVec;
 use crate::error::{expect_2d, expect_shape, Result, TensorError};
@@ -1296,6 +1300,10 @@ impl<'a> Call<'a> {
             }
             return;
         }
+        if self.k <= self.w.kc && Kr::MR * self.k <= MAX_A_PANEL && self.is_plain() {
+            // SAFETY: forwarded from this function's contract.
+            return unsafe { self.serial_rows_of_panels::<Kr, E>(kr, out, ldc) };
+        }
         let bias = self.padded_bias();
         let n_panels = self.w.n_pad / Kr::NR;
         let mut r0 = 0;
@@ -1306,6 +1314,102 @@ impl<'a> Call<'a> {
                 self.block::<Kr, E>(kr, out, ldc, rows, 0..n_panels, bias.as_deref(), None, None)
             };
             r0 += Kr::MC;
+        }
+    }
+
+    /// No bias, GELU, residual or bf16 pairs on either side: a plain `x · wᵀ`.
+    fn is_plain(&self) -> bool {
+        self.bias.is_none()
+            && !self.gelu
+            && self.residual.is_none()
+            && self.pairs_of_k.is_none()
+            && self.pairs_out.is_none()
+    }
+
+    /// [`Self::serial`] for a plain product over one K block (attention's scores, K = the head
+    /// size): each MR-row tile of A multiplied by every B panel in one kernel call
+    /// ([`MicroKernel::tile_row_of_panels`]), A read in place; a partial last panel goes
+    /// through a scratch tile. (Packing each row tile of A first cost 9% of attention at
+    /// T = 128: the packing waited on Q's rows, which the tiles' FMAs otherwise overlap.) B (T keys x the head size: 64 KB at T = 512, d = 32)
+    /// streams from L2 past each row tile. Through [`Self::block`] the driver's per-tile work
+    /// was 15% of these 32-step tiles.
+    ///
+    /// # Safety
+    /// As [`Self::serial`]; `self.k <= self.w.kc` and [`Self::is_plain`].
+    unsafe fn serial_rows_of_panels<Kr: MicroKernel, E: PanelElem>(
+        &self,
+        kr: Kr,
+        out: OutPtr,
+        ldc: usize,
+    ) {
+        let (mr, nr, k) = (Kr::MR, Kr::NR, self.k);
+        debug_assert!(k <= self.w.kc && self.is_plain());
+        let whole = self.n / nr;
+        let panel_stride = k * nr * self.w.step_values;
+        let panels = self.w.panel::<E>(0, k, 0).as_ptr();
+        // Rows a multiple of 4 KB apart (KoE5's queries in Q/K/V rows of 3,072) would share
+        // one L1 set: copied side by side first.
+        let aliased = (self.lda * std::mem::size_of::<f32>()).is_multiple_of(4096);
+        let mut copied = [0.0f32; MAX_A_PANEL];
+        let mut r0 = 0;
+        while r0 < self.m {
+            let rows = mr.min(self.m - r0);
+            let in_place = &self.x[r0 * self.lda..];
+            let (a, lda) = if aliased {
+                for i in 0..rows {
+                    copied[i * k..(i + 1) * k]
+                        .copy_from_slice(&in_place[i * self.lda..i * self.lda + k]);
+                }
+                (copied.as_ptr(), k)
+            } else {
+                (in_place.as_ptr(), self.lda)
+            };
+            // SAFETY: `rows` rows of k values lda apart at a (x's rows, checked by the
+            // caller to hold (m - 1)·lda + k values, or their copy); the `whole` panels of
+            // this K block lie `panel_stride` apart from `panels`; output rows r0 .. r0 +
+            // rows <= M, columns 0 .. whole·NR <= N, are the caller's (contract).
+            unsafe {
+                kr.tile_row_of_panels(
+                    rows,
+                    k,
+                    a,
+                    lda,
+                    panels,
+                    panel_stride,
+                    whole,
+                    out.0.add(r0 * ldc),
+                    ldc,
+                )
+            };
+            let cols = self.n - whole * nr;
+            if cols > 0 {
+                let mut tile = [0.0f32; MAX_TILE];
+                // SAFETY: the last panel (zero-padded to NR columns) into a scratch tile of
+                // rows x NR f32 at stride NR.
+                unsafe {
+                    kr.tile_rows(
+                        rows,
+                        k,
+                        a,
+                        lda,
+                        self.w.panel::<E>(0, k, whole).as_ptr(),
+                        tile.as_mut_ptr(),
+                        nr,
+                        false,
+                        std::ptr::null(),
+                        false,
+                        std::ptr::null(),
+                    )
+                };
+                for i in 0..rows {
+                    // SAFETY: row r0 + i < M, columns whole·NR .. N of the caller's output.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.0.add((r0 + i) * ldc + whole * nr), cols)
+                    };
+                    dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
+                }
+            }
+            r0 += mr;
         }
     }
 
@@ -1780,6 +1884,56 @@ struct KeptRows {
 #[cfg(test)]
 mod tests {
     use super::round_to_bf16;
+
+    /// The serial product over one K block (attention's scores), row tiles over all panels,
+    /// with every kernel: odd M (partial row tiles), N (a partial last panel), K, rows of A in
+    /// place, padded and 4 KB apart (copied first), the output at a padded stride whose
+    /// padding stays untouched. Small integers, so every product and sum is exact.
+    #[test]
+    fn one_k_block_products_match_the_exact_product_with_every_kernel() {
+        use super::{matmul_packed_serial, GemmKernel, PackedMatrix};
+        use crate::tensor::Tensor;
+        const PAD: f32 = -777.0;
+        for kernel in GemmKernel::supported() {
+            for (m, n, k) in [
+                (1, 1, 1),
+                (7, 33, 7),
+                (12, 32, 32),
+                (13, 65, 32),
+                (25, 130, 64),
+                (97, 7, 17),
+                (17, 512, 32),
+            ] {
+                for lda in [k, k + 5, 1024] {
+                    let x: Vec<f32> = (0..m * lda).map(|i| (i % 7) as f32 - 3.0).collect();
+                    let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 - 2.0).collect();
+                    let packed = PackedMatrix::pack_b_with_kernel(
+                        Tensor::from_vec(w.clone(), &[n, k]).unwrap().view(),
+                        kernel,
+                    )
+                    .unwrap();
+                    let ldc = n + 3;
+                    let mut out = vec![PAD; m * ldc];
+                    // SAFETY: out holds m rows of ldc >= n f32, only this test's.
+                    unsafe { matmul_packed_serial(out.as_mut_ptr(), ldc, &x, lda, m, &packed) };
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let want = if j < n {
+                                (0..k).map(|p| x[i * lda + p] * w[j * k + p]).sum::<f32>()
+                            } else {
+                                PAD
+                            };
+                            let got = out[i * ldc + j];
+                            assert_eq!(
+                                got, want,
+                                "{kernel:?} {m} x {k} x {n}, lda {lda}: row {i} column {j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn bf16_rounding_matches_the_reference_conversion() {

@@ -13,8 +13,10 @@
 //! One task per (sequence, head), on rayon's threads: K_h and V_h are packed once for the
 //! packed-GEMM micro-kernel straight from the projection output (through strides, no copy of Q,
 //! K, V), then the queries run in blocks of [`QUERY_BLOCK`] rows so that the block's score rows
-//! (`QUERY_BLOCK x T` f32: 192 KB at T = 512) stay in L2 between the score GEMM, the fused
-//! scale + softmax and the context GEMM. Scores are `fl(Q_h·K_hᵀ)` (one FMA chain per element,
+//! (`QUERY_BLOCK x T` f32: 198 KB at T = 512, each row padded to an odd number of cache lines
+//! so that a tile's rows do not share L1 sets) stay in L2 between the score GEMM, the fused
+//! scale + softmax and the context GEMM. The score GEMM (K = the head size: one K block) runs
+//! each row tile over all key panels in one kernel call. Scores are `fl(Q_h·K_hᵀ)` (one FMA chain per element,
 //! as in the linear layers), then `· scale` in f32, then softmax. With the AVX-512 softmax the
 //! context GEMM takes the unnormalised exp rows and each context row is multiplied by its
 //! row's 1/sum afterwards: d products a row instead of T.
@@ -240,9 +242,9 @@ fn attention(
         // V_h as B of ctx = P · V_h: N = d, K = t, read transposed.
         let values =
             PackedMatrix::pack_strided(v.from(rows.start, col), d, t, 1, v.row_stride, kernel);
-        let need = QUERY_BLOCK.min(t) * t;
+        let ld = score_row_stride(t);
+        let need = QUERY_BLOCK.min(t) * ld;
         if scratch.len() < need {
-            // On a cache line: rows of whole lines when t is a multiple of 16.
             *scratch = CacheLineVec::filled(need, 0.0f32);
         }
         let scores = &mut scratch.as_mut_slice()[..need];
@@ -250,12 +252,12 @@ fn attention(
         let mut r0 = 0;
         while r0 < t {
             let m = QUERY_BLOCK.min(t - r0);
-            let block = &mut scores[..m * t];
-            // SAFETY: `block` is m rows of t f32 at stride t, owned here.
+            let block = &mut scores[..m * ld];
+            // SAFETY: `block` is m rows of ld >= t f32, owned here.
             unsafe {
                 matmul_packed_serial(
                     block.as_mut_ptr(),
-                    t,
+                    ld,
                     q.from(rows.start + r0, col),
                     q.row_stride,
                     m,
@@ -263,11 +265,11 @@ fn attention(
                 )
             };
             let inverses = &mut inverses[..m];
-            softmax_rows_scaled_unnormalised(block, t, scale, softmax, inverses);
+            softmax_rows_scaled_unnormalised(block, t, ld, scale, softmax, inverses);
             let ctx = out_ptr.get().wrapping_add((rows.start + r0) * h + col);
             // SAFETY: rows rows.start + r0 .. + m (< rows.end <= rows_total) x columns
             // col .. col + d (<= h) of `out`, at stride h: this task's own region (see OutPtr).
-            unsafe { matmul_packed_serial(ctx, h, block, t, m, &values) };
+            unsafe { matmul_packed_serial(ctx, h, block, ld, m, &values) };
             for (i, &inverse) in inverses.iter().enumerate() {
                 if inverse != 1.0 {
                     // SAFETY: row i < m of the region above, d values.
@@ -288,6 +290,14 @@ fn attention(
         let mut scratch = CacheLineVec::from_vec(Vec::new());
         (0..tasks).for_each(|index| task(&mut scratch, index));
     }
+}
+
+/// The distance between score rows: whole cache lines, and an odd number of them, so that the
+/// 12 rows a tile reads or writes fall in 12 different L1 sets. At T = 512 rows 2 KB apart
+/// shared 2 of the 64 sets (4 KB a way), and the tile's lines of P pushed V's out of them.
+fn score_row_stride(t: usize) -> usize {
+    let lines = t.div_ceil(16);
+    (lines | 1) * 16
 }
 
 /// Asks L2 for the Q, K and V columns `col .. col + d` of rows `rows` (the next task's head),

@@ -133,7 +133,8 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
     }
 }
 
-/// [`softmax_row_scaled`] on every row of `rows` (rows of `n` values, one after the other),
+/// [`softmax_row_scaled`] on every row of `rows` (rows of `n` values, `ld` >= n apart; the
+/// values between a row's end and the next row are not touched),
 /// except that where the kernel can (AVX-512) the rows are left as exp(x·scale - max),
 /// unnormalised, with `inverses[i]` = 1/sum of row i: attention multiplies its T x d context
 /// rows by it, d products a row instead of T (5% of attention at T = 512, d = 32). Then
@@ -146,6 +147,7 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
 pub(crate) fn softmax_rows_scaled_unnormalised(
     rows: &mut [f32],
     n: usize,
+    ld: usize,
     scale: f32,
     kernel: SoftmaxKernel,
     inverses: &mut [f32],
@@ -153,16 +155,17 @@ pub(crate) fn softmax_rows_scaled_unnormalised(
     if n == 0 {
         return;
     }
-    assert_eq!(inverses.len() * n, rows.len(), "one inverse per row");
+    assert!(ld >= n, "row stride {ld} below the row length {n}");
+    assert_eq!(inverses.len() * ld, rows.len(), "one inverse per row");
     match kernel {
         #[cfg(target_arch = "x86_64")]
         SoftmaxKernel::Avx512(_proof) => {
             // SAFETY: the proof exists only when `detect` found AVX-512F + FMA.
-            unsafe { x86::softmax_rows_scaled_avx512(rows, n, scale, Some(inverses)) }
+            unsafe { x86::softmax_rows_scaled_avx512(rows, n, ld, scale, Some(inverses)) }
         }
         _ => {
-            rows.chunks_exact_mut(n)
-                .for_each(|row| softmax_row_scaled(row, scale, kernel));
+            rows.chunks_exact_mut(ld)
+                .for_each(|row| softmax_row_scaled(&mut row[..n], scale, kernel));
             inverses.fill(1.0);
         }
     }
@@ -332,7 +335,7 @@ pub(crate) mod x86 {
     pub(super) unsafe fn softmax_row_scaled_avx512(row: &mut [f32], scale: f32) {
         let n = row.len();
         // SAFETY: the contract.
-        unsafe { softmax_rows_scaled_avx512(row, n, scale, None) }
+        unsafe { softmax_rows_scaled_avx512(row, n, n, scale, None) }
     }
 
     /// The lanes of 16-value chunk `c` that lie inside a row of `n` values.
@@ -342,7 +345,8 @@ pub(crate) mod x86 {
         ((1u32 << live) - 1) as __mmask16
     }
 
-    /// [`softmax_row_scaled_avx512`] on each row of `rows` (rows of `n`), the same bits row by
+    /// [`softmax_row_scaled_avx512`] on each row of `rows` (rows of `n` values, `ld` >= n apart:
+    /// attention pads its score rows so that they do not share L1 sets), the same bits row by
     /// row; each pass runs over a group of 16 rows before the next, so that one row's
     /// reductions (a 16-lane max, a 16-lane sum, a division: about 100 cycles of latency)
     /// overlap the others' work instead of waiting for each other (attention's rows are
@@ -364,6 +368,7 @@ pub(crate) mod x86 {
     pub(super) unsafe fn softmax_rows_scaled_avx512(
         rows: &mut [f32],
         n: usize,
+        ld: usize,
         scale: f32,
         mut inverses_out: Option<&mut [f32]>,
     ) {
@@ -373,9 +378,11 @@ pub(crate) mod x86 {
         }
         if scale.is_nan() || scale <= 0.0 {
             // The read-only max needs scale > 0: scale first, and x · 1 is exact.
-            rows.iter_mut().for_each(|v| *v *= scale);
+            for row in rows.chunks_exact_mut(ld) {
+                row[..n].iter_mut().for_each(|v| *v *= scale);
+            }
             // SAFETY: the contract.
-            return unsafe { softmax_rows_scaled_avx512(rows, n, 1.0, inverses_out) };
+            return unsafe { softmax_rows_scaled_avx512(rows, n, ld, 1.0, inverses_out) };
         }
         let chunks = n.div_ceil(16);
         let mask = |c: usize| chunk_mask(n, c);
@@ -383,14 +390,14 @@ pub(crate) mod x86 {
         let to_log2 = scale * LOG2_E;
         let vc = _mm512_set1_ps(to_log2);
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        for (g, group) in rows.chunks_mut(GROUP * n).enumerate() {
+        for (g, group) in rows.chunks_mut(GROUP * ld).enumerate() {
             let mut maxes = [0.0f32; GROUP];
             // 1 for the rows the scalar twin normalised already.
             let mut sums = [1.0f32; GROUP];
             // SAFETY (the passes): every access is of chunk c's lanes of a row of `group`
             // under mask(c), which covers row + 16c .. row + min(16c + 16, n) only.
             unsafe {
-                for (row, max) in group.chunks_exact(n).zip(&mut maxes) {
+                for (row, max) in group.chunks_exact(ld).zip(&mut maxes) {
                     let ptr = row.as_ptr();
                     let mut vmax = ninf;
                     for c in 0..chunks {
@@ -400,8 +407,9 @@ pub(crate) mod x86 {
                     }
                     *max = _mm512_reduce_max_ps(vmax) * to_log2;
                 }
-                for ((row, &max), sum) in group.chunks_exact_mut(n).zip(&maxes).zip(&mut sums) {
+                for ((row, &max), sum) in group.chunks_exact_mut(ld).zip(&maxes).zip(&mut sums) {
                     if !max.is_finite() {
+                        let row = &mut row[..n];
                         row.iter_mut().for_each(|v| *v *= scale);
                         super::softmax_row(row);
                         continue;
@@ -427,11 +435,11 @@ pub(crate) mod x86 {
                     _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_loadu_ps(sums.as_ptr())),
                 );
                 if let Some(out) = inverses_out.as_deref_mut() {
-                    let rows_here = group.len() / n;
+                    let rows_here = group.len() / ld;
                     out[g * GROUP..g * GROUP + rows_here].copy_from_slice(&inverses[..rows_here]);
                     continue;
                 }
-                for ((row, &max), &inverse) in group.chunks_exact_mut(n).zip(&maxes).zip(&inverses)
+                for ((row, &max), &inverse) in group.chunks_exact_mut(ld).zip(&maxes).zip(&inverses)
                 {
                     if !max.is_finite() {
                         continue;
@@ -585,10 +593,10 @@ pub(crate) mod x86 {
                     let mut alone = x.clone();
                     for row in alone.chunks_exact_mut(n) {
                         // SAFETY: AVX-512F and FMA checked above.
-                        unsafe { softmax_rows_scaled_avx512(row, n, 0.3, None) };
+                        unsafe { softmax_rows_scaled_avx512(row, n, n, 0.3, None) };
                     }
                     // SAFETY: as above.
-                    unsafe { softmax_rows_scaled_avx512(&mut x, n, 0.3, None) };
+                    unsafe { softmax_rows_scaled_avx512(&mut x, n, n, 0.3, None) };
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&x), bits(&alone), "n {n} rows {rows}");
                 }
@@ -825,32 +833,40 @@ mod tests {
     }
 
     /// The unnormalised rows times their inverse are the normalised rows, bit for bit, with
-    /// every kernel: odd lengths, groups of rows around 16, NaN, +inf and all -inf rows.
+    /// every kernel: odd lengths, groups of rows around 16, NaN, +inf and all -inf rows, rows
+    /// side by side and rows apart (the values between them untouched).
     #[test]
     fn unnormalised_rows_times_their_inverse_are_the_softmax_rows() {
+        const BETWEEN: f32 = 12345.0;
         let mut next = scores_in_pm30(3);
         for kernel in kernels() {
             for n in [1, 7, 16, 17, 130] {
-                for rows in [1, 5, 16, 17, 33] {
-                    let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+                for (rows, gap) in [(1, 0), (5, 0), (16, 0), (17, 0), (33, 0), (17, 5), (33, 16)] {
+                    let ld = n + gap;
+                    let mut x = vec![BETWEEN; rows * ld];
+                    for row in x.chunks_exact_mut(ld) {
+                        row[..n].iter_mut().for_each(|v| *v = next());
+                    }
                     if rows > 3 {
-                        x[n + n / 2] = f32::NAN;
-                        x[2 * n..3 * n].fill(f32::NEG_INFINITY);
-                        x[3 * n] = f32::INFINITY;
+                        x[ld + n / 2] = f32::NAN;
+                        x[2 * ld..2 * ld + n].fill(f32::NEG_INFINITY);
+                        x[3 * ld] = f32::INFINITY;
                     }
                     let mut want = x.clone();
-                    for row in want.chunks_exact_mut(n) {
-                        softmax_row_scaled(row, 0.125, kernel);
+                    for row in want.chunks_exact_mut(ld) {
+                        softmax_row_scaled(&mut row[..n], 0.125, kernel);
                     }
                     let mut inverses = vec![f32::NAN; rows];
-                    softmax_rows_scaled_unnormalised(&mut x, n, 0.125, kernel, &mut inverses);
-                    for (i, (row, want)) in x.chunks_exact(n).zip(want.chunks_exact(n)).enumerate()
+                    softmax_rows_scaled_unnormalised(&mut x, n, ld, 0.125, kernel, &mut inverses);
+                    for (i, (row, want)) in
+                        x.chunks_exact(ld).zip(want.chunks_exact(ld)).enumerate()
                     {
                         for (j, (&e, &w)) in row.iter().zip(want).enumerate() {
-                            let got = e * inverses[i];
+                            let got = if j < n { e * inverses[i] } else { e };
                             assert!(
                                 got.to_bits() == w.to_bits() || (got.is_nan() && w.is_nan()),
-                                "{kernel:?} n {n} rows {rows}: row {i} entry {j}: {got} vs {w}"
+                                "{kernel:?} n {n} ld {ld} rows {rows}: row {i} entry {j}: {got} \
+                                 vs {w}"
                             );
                         }
                     }

@@ -337,6 +337,48 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         }
     }
 
+    /// A row of tiles: `rows` rows of A (`k` <= KC values each, `lda` apart, as for
+    /// [`Self::tile_rows`]) times `panels` whole B panels, panel j at `b + j·panel_stride`,
+    /// each stored (no accumulation, bias or prefetch of B) to C's columns `j·NR .. (j +
+    /// 1)·NR`. The same results as a [`Self::tile_rows`] per panel, which is what it does
+    /// unless a kernel overrides it to skip the per-tile calls (attention's scores: K = the
+    /// head size, 32 steps a tile).
+    ///
+    /// # Safety
+    /// As [`Self::tile_rows`] for each panel's tile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_row_of_panels<E: PanelElem>(
+        self,
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const E,
+        panel_stride: usize,
+        panels: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        for j in 0..panels {
+            // SAFETY: the contract, panel by panel.
+            unsafe {
+                self.tile_rows(
+                    rows,
+                    k,
+                    a,
+                    lda,
+                    b.add(j * panel_stride),
+                    c.add(j * Self::NR),
+                    ldc,
+                    false,
+                    std::ptr::null(),
+                    false,
+                    std::ptr::null(),
+                )
+            }
+        }
+    }
+
     /// `dst[i·ldd + j] = src[i·lds + j] + residual[i·ldr + j]` for i < `rows`, j < `cols`
     /// (one rounding, as `s + x`), or a plain copy when `residual` is null: a tile's way out
     /// of a task's partial sums, and the residual connection added to a stored tile (`src`
