@@ -450,6 +450,65 @@ impl MicroKernel for Avx512Kernel {
 
 const MR_AVX512: usize = 12;
 
+/// Evaluates `$body` with `$mr` a constant equal to `$rows` (1..=[`MR_AVX512`]): the AVX-512
+/// tiles are compiled once per row count, and this turns a tile's row count into that
+/// constant. Anything else panics naming `$what`.
+macro_rules! with_avx512_rows {
+    ($rows:expr, $what:literal, |$mr:ident| $body:expr) => {
+        match $rows {
+            12 => {
+                const $mr: usize = 12;
+                $body
+            }
+            11 => {
+                const $mr: usize = 11;
+                $body
+            }
+            10 => {
+                const $mr: usize = 10;
+                $body
+            }
+            9 => {
+                const $mr: usize = 9;
+                $body
+            }
+            8 => {
+                const $mr: usize = 8;
+                $body
+            }
+            7 => {
+                const $mr: usize = 7;
+                $body
+            }
+            6 => {
+                const $mr: usize = 6;
+                $body
+            }
+            5 => {
+                const $mr: usize = 5;
+                $body
+            }
+            4 => {
+                const $mr: usize = 4;
+                $body
+            }
+            3 => {
+                const $mr: usize = 3;
+                $body
+            }
+            2 => {
+                const $mr: usize = 2;
+                $body
+            }
+            1 => {
+                const $mr: usize = 1;
+                $body
+            }
+            rows => panic!("{}: {rows} rows, expected 1..={MR_AVX512}", $what),
+        }
+    };
+}
+
 /// [`MicroKernel::tile_row_of_panels`]: the row count dispatched once, then one inlined tile
 /// per panel. Through the driver a tile of attention's scores (32 steps, 768 cycles of FMAs)
 /// spent 15% of its time in the driver's per-tile work.
@@ -512,23 +571,7 @@ unsafe fn tile_row_of_panels_avx512<E: PanelElem>(
     };
     let (s, p) = (panel_stride, panels);
     // SAFETY: forwarded from this function's contract, with MR = rows.
-    unsafe {
-        match rows {
-            12 => with_rows::<12, E>(t, s, p),
-            11 => with_rows::<11, E>(t, s, p),
-            10 => with_rows::<10, E>(t, s, p),
-            9 => with_rows::<9, E>(t, s, p),
-            8 => with_rows::<8, E>(t, s, p),
-            7 => with_rows::<7, E>(t, s, p),
-            6 => with_rows::<6, E>(t, s, p),
-            5 => with_rows::<5, E>(t, s, p),
-            4 => with_rows::<4, E>(t, s, p),
-            3 => with_rows::<3, E>(t, s, p),
-            2 => with_rows::<2, E>(t, s, p),
-            1 => with_rows::<1, E>(t, s, p),
-            _ => panic!("AVX-512 tile: {rows} rows, expected 1..={MR_AVX512}"),
-        }
-    }
+    unsafe { with_avx512_rows!(rows, "AVX-512 tile", |MR| with_rows::<MR, E>(t, s, p)) }
 }
 
 /// [`MicroKernel::finish_rows`] 16 lanes at a time, the row's tail under a mask: the scalar
@@ -667,23 +710,7 @@ unsafe fn tile_avx512_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
         }
     }
     // SAFETY: forwarded from this function's contract, with MR = rows.
-    unsafe {
-        match rows {
-            12 => with_rows::<12, E>(t),
-            11 => with_rows::<11, E>(t),
-            10 => with_rows::<10, E>(t),
-            9 => with_rows::<9, E>(t),
-            8 => with_rows::<8, E>(t),
-            7 => with_rows::<7, E>(t),
-            6 => with_rows::<6, E>(t),
-            5 => with_rows::<5, E>(t),
-            4 => with_rows::<4, E>(t),
-            3 => with_rows::<3, E>(t),
-            2 => with_rows::<2, E>(t),
-            1 => with_rows::<1, E>(t),
-            _ => panic!("AVX-512 tile: {rows} rows, expected 1..={MR_AVX512}"),
-        }
-    }
+    unsafe { with_avx512_rows!(rows, "AVX-512 tile", |MR| with_rows::<MR, E>(t)) }
 }
 
 /// One MR x 32 register tile (see [`Avx512Tile`] for where the operands are).
@@ -1223,23 +1250,7 @@ unsafe fn tile_avx512_bf16_with<E: PanelElem>(rows: usize, t: Avx512Tile<E>) {
         "the vdpbf16ps kernel multiplies bf16 panels only"
     );
     // SAFETY: forwarded from this function's contract, with MR = rows.
-    unsafe {
-        match rows {
-            12 => tile_avx512_bf16::<12, E>(t),
-            11 => tile_avx512_bf16::<11, E>(t),
-            10 => tile_avx512_bf16::<10, E>(t),
-            9 => tile_avx512_bf16::<9, E>(t),
-            8 => tile_avx512_bf16::<8, E>(t),
-            7 => tile_avx512_bf16::<7, E>(t),
-            6 => tile_avx512_bf16::<6, E>(t),
-            5 => tile_avx512_bf16::<5, E>(t),
-            4 => tile_avx512_bf16::<4, E>(t),
-            3 => tile_avx512_bf16::<3, E>(t),
-            2 => tile_avx512_bf16::<2, E>(t),
-            1 => tile_avx512_bf16::<1, E>(t),
-            _ => panic!("AVX-512 BF16 tile: {rows} rows, expected 1..={MR_AVX512}"),
-        }
-    }
+    unsafe { with_avx512_rows!(rows, "AVX-512 BF16 tile", |MR| tile_avx512_bf16::<MR, E>(t)) }
 }
 
 /// One MR x 32 register tile of `vdpbf16ps` over `k` steps (pairs of k).
