@@ -264,16 +264,20 @@ fn a_row_alone_equals_the_same_row_in_a_batch() {
     assert_row_ranges_equal_the_batch((130, 1025, 389), 14, &ranges);
 }
 
-/// From M = 1024 rows the AVX-512 kernel packs A (a different driver path): the same bits as
-/// the rows run few at a time, read in place; 1037 rows and K = 1025 leave a partial row
-/// panel, a partial K block and k not a multiple of 16 (the packing's scalar tail).
+/// From M = 1024 rows (and K under 1,024) the AVX-512 kernel packs A (a different driver
+/// path): the same bits as the rows run few at a time, read in place; 1037 rows and
+/// K = 1023 leave a partial row panel, a partial K block and k not a multiple of 16 (the
+/// packing's scalar tail). At K = 1025 (rows 4,100 bytes apart) the batch reads A in place
+/// too, and still gives the rows' bits and the exact integer products.
 #[test]
 fn packed_a_rows_equal_the_rows_read_in_place() {
     assert_row_ranges_equal_the_batch(
-        (1037, 1025, 65),
+        (1037, 1023, 65),
         20,
         &[0..13, 500..511, 1024..1037, 3..1037],
     );
+    assert_exact_on_integers(21, (1037, 1023, 65));
+    assert_row_ranges_equal_the_batch((1037, 1025, 65), 22, &[0..13, 1024..1037, 3..1037]);
 }
 
 #[test]

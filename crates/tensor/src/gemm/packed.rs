@@ -13,8 +13,8 @@
 //!   (`panel[p·NR + j] = w[j0 + j, k0 + p]`), 64-byte aligned.
 //! - A (`x`) is not packed: the kernel broadcasts MR-row panels straight from the row-major
 //!   rows (measured faster than packing on this project's shapes with the AVX2 kernel). The
-//!   AVX-512 kernel at M >= [`PACK_A_MIN_M`] (or [`ALIASED_PACK_A_MIN_M`] when A's row
-//!   stride is a multiple of 4 KB) is the exception: each task packs its rows per K block, MR
+//!   AVX-512 kernel at M >= [`PACK_A_MIN_M`] and K < [`PACK_A_MAX_K`] (or
+//!   M >= [`ALIASED_PACK_A_MIN_M`] when A's row stride is a multiple of 4 KB) is the exception: each task packs its rows per K block, MR
 //!   rows interleaved (see [`MicroKernel::PACKS_A`]). A last, partial panel of
 //!   fewer rows runs the same kernel instantiated for that many rows (AVX2: 1..=6), so it costs
 //!   neither a packing pass nor FMAs on rows past M: at M = 16 (one query) that was a third of
@@ -91,6 +91,13 @@ const SMALL_B_M_BLOCK: usize = 48;
 /// (best of 200, 2 threads: 16 x 1536 x 384 from 336-339 to 245-254 GFLOP/s: the buffer and the
 /// pass cost as much as a task's few tiles), at M = 128 mixed.
 const PACK_A_MIN_M: usize = 1024;
+/// From this depth on, many rows alone no longer make A packed (aliased rows still do): a
+/// K block of an unaliased A row panel is then read from L2 as fast as from the packed
+/// buffer, and the packing pass is pure cost. Zen 4, e5-small W2, `koembed bench --stages`:
+/// FFN out (8192 x 1536 x 384, lda 6 KB) 203 -> 208 GFLOP/s; end to end, 3 alternating
+/// rounds, W2 4342-4369 -> 4404-4438 tok/s, W3 3688-3714 -> 3718-3736; the K = 384 GEMMs
+/// lose about 0.5% unpacked, so they stay packed. KoE5's rows are all 4 KB-aliased.
+const PACK_A_MAX_K: usize = 1024;
 /// From this many rows on, A is packed also when its row stride is a multiple of 4 KB
 /// (KoE5's activations: K = 1,024 or 4,096; attention's queries inside the Q/K/V rows of
 /// 3,072): in place, a tile's rows then share one L1 set. Xeon, 2 threads, medians of 4
@@ -1413,11 +1420,12 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Whether A is read packed (when the kernel can): many rows, or rows that would share
-    /// L1 sets.
+    /// Whether A is read packed (when the kernel can): many rows of a shallow product, or rows
+    /// that would share L1 sets.
     fn packs_a(&self) -> bool {
         let aliased = (self.lda * std::mem::size_of::<f32>()).is_multiple_of(4096);
-        self.m >= PACK_A_MIN_M || (aliased && self.m >= ALIASED_PACK_A_MIN_M)
+        (self.m >= PACK_A_MIN_M && self.k < PACK_A_MAX_K)
+            || (aliased && self.m >= ALIASED_PACK_A_MIN_M)
     }
 
     /// Prefetches, for writing, the output of the tile after (`jp`, `ip`) in [`Self::block`]'s
