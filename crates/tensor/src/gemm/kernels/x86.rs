@@ -302,7 +302,14 @@ impl MicroKernel for Avx512Kernel {
     const MR: usize = MR_AVX512;
     const NR: usize = 32;
     const KC: usize = 192; // B micro-panel 192·32·4 = 24 KB: half of a 48 KB L1d
-    const KC_WHOLE: usize = 192; // K = 384 as two blocks: a 48 KB panel would not fit L1d
+    /// K = 384 (e5-small's Q/K/V, attention output and FFN in) as one block, though its
+    /// 48 KB panel overfills Zen 4's 32 KB L1d: each tile is then stored once, not stored
+    /// and re-read, and the panel still comes from L2 for the M block's later tiles. Zen 4,
+    /// e5-small W2 `--stages`, 2 runs: Q/K/V 206-209 -> 211-212 GFLOP/s, FFN in 198-202 ->
+    /// 204-205; end to end, 3 alternating rounds, W2 4322-4357 -> 4378-4411 tok/s, W3
+    /// 3567-3688 -> 3715-3736. (A tile probe, B streamed past 4 A panels: 88% of peak at
+    /// K = 192, 92% at 384.)
+    const KC_WHOLE: usize = 384;
     /// A block 96·192·4 = 72 KB of the 2 MB L2 (weights over `SMALL_B_BYTES` only; smaller
     /// ones take 48 rows). On the Xeon, KoE5's GEMMs (M = 4,096, 2 threads, best of 5, mean of
     /// 3 alternating rounds; QKV, FFN in, FFN out, 4,096 x 384 x 4,096): 192 rows 318, 315,
