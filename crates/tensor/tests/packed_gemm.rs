@@ -66,8 +66,8 @@ fn packed_rows_are_kept_across_column_chunks() {
 
 #[test]
 fn output_rows_4_kb_apart_keep_their_partial_sums_apart() {
-    // N = 1,024: the output's rows are 4 KB apart, so over several K blocks (K = 450: 192 +
-    // 192 + 66) the AVX-512 kernel keeps each task's partial sums in a buffer of its own and
+    // N = 1,024: the output's rows are 4 KB apart, so over several K blocks (K = 450: 384 + 66
+    // on AVX-512) the AVX-512 kernel keeps each task's partial sums in a buffer of its own and
     // copies the finished tiles out. 61 rows = 48 + 13: two M blocks, the last tile 1 row.
     let (m, k, n) = (61, 450, 1024);
     assert_exact_on_integers(59, (m, k, n));
@@ -496,8 +496,9 @@ fn half_panels_are_exact_on_integers_and_half_the_size() {
 
 #[test]
 fn k_block_boundaries_are_exact() {
-    // Each kernel's K block (AVX-512 192, AVX2 and portable 256) and the largest K run as one
-    // block (AVX2 384), and one past each: a K block dropped or read twice changes the sums.
+    // Each kernel's K block (AVX-512 384, bf16 192, AVX2 and portable 256) and the largest K
+    // run as one block (AVX2 384), one past each, and three blocks and a bit (769): a K block
+    // dropped or read twice changes the sums.
     let mut rng = Rng::new(15);
     for kernel in gemm_kernels() {
         for k in [

@@ -141,7 +141,8 @@ pub(crate) unsafe fn unpack_a_panel(
     }
 }
 
-/// Largest MR·KC of any kernel: the stack buffer of [`MicroKernel::tile_rows`]'s default.
+/// Largest MR·KC of the kernels that read A in place (those that pack it override
+/// `tile_packed_rows`): the stack buffer of [`MicroKernel::tile_packed_rows`]' default.
 pub(crate) const MAX_A_PANEL: usize = 12 * 256;
 
 /// The second tile over a B panel prefetches the next panel only when at most this many tiles

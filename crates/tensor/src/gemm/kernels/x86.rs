@@ -301,16 +301,18 @@ impl Avx512Kernel {
 impl MicroKernel for Avx512Kernel {
     const MR: usize = MR_AVX512;
     const NR: usize = 32;
-    const KC: usize = 192; // B micro-panel 192·32·4 = 24 KB: half of a 48 KB L1d
-    /// K = 384 (e5-small's Q/K/V, attention output and FFN in) as one block, though its
-    /// 48 KB panel overfills Zen 4's 32 KB L1d: each tile is then stored once, not stored
-    /// and re-read, and the panel still comes from L2 for the M block's later tiles. Zen 4,
-    /// e5-small W2 `--stages`, 2 runs: Q/K/V 206-209 -> 211-212 GFLOP/s, FFN in 198-202 ->
-    /// 204-205; end to end, 3 alternating rounds, W2 4322-4357 -> 4378-4411 tok/s, W3
-    /// 3567-3688 -> 3715-3736. (A tile probe, B streamed past 4 A panels: 88% of peak at
-    /// K = 192, 92% at 384.)
+    /// K blocks of 384, though a 48 KB panel overfills Zen 4's 32 KB L1d: each output tile
+    /// is stored (and re-read) once per block, half as often as with 192, and the panel still
+    /// comes from L2 for the M block's later tiles. A tile probe, B streamed past 4 packed A
+    /// panels: 88% of peak at K = 192, 92% at 384. Zen 4, 2 threads, alternating rounds:
+    /// K = 384 as one block (e5-small's Q/K/V, attention output, FFN in): `--stages` Q/K/V
+    /// 206-209 -> 211-212 GFLOP/s, FFN in 198-202 -> 204-205, W2 4322-4357 -> 4378-4411
+    /// tok/s, W3 3567-3688 -> 3715-3736; then blocks of 384 for every larger K: koe5-shape
+    /// W2 325-329 -> 331-334 tok/s, e5-small W2 4384 -> 4436-4520, W3 3704-3754 -> 3711-3812.
+    /// (128, 160, 224 and 256 had been equal to 192 or slower.)
+    const KC: usize = 384;
     const KC_WHOLE: usize = 384;
-    /// A block 96·192·4 = 72 KB of the 2 MB L2 (weights over `SMALL_B_BYTES` only; smaller
+    /// A block 96·384·4 = 144 KB of the 1 MB L2 (weights over `SMALL_B_BYTES` only; smaller
     /// ones take 48 rows). On the Xeon, KoE5's GEMMs (M = 4,096, 2 threads, best of 5, mean of
     /// 3 alternating rounds; QKV, FFN in, FFN out, 4,096 x 384 x 4,096): 192 rows 318, 315,
     /// 336, 307 GFLOP/s; 96 rows 330, 339, 346, 326; 72 and 120 in between. koe5-shape f32
