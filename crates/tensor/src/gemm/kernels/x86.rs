@@ -6,7 +6,8 @@
 //! per FMA (14 per 24 zmm FMAs against 8 per 12 ymm FMAs). On the Xeon (2 threads, M = 8192,
 //! `examples`-style probe, 2026-11-27) 12 rows instead of 8 took the e5-small and KoE5 FFN
 //! GEMMs from 282-338 to 292-347 GFLOP/s, and a K block of 192 instead of 128 the KoE5 ones to
-//! 303-324 (256: the same within noise, but K = 384 then splits 256 + 128).
+//! 303-324 (256: the same within noise, but K = 384 then splits 256 + 128). On Zen 4 the K
+//! block is now 384 (see `Avx512Kernel::KC`).
 
 use std::arch::x86_64::*;
 
