@@ -2,8 +2,8 @@
 //!
 //! # Numerics
 //! The scalar twin [`softmax_row`]: `e_j = exp(x_j - max)` in f32 (std's `expf`), the sum of
-//! the `e_j` in f64, and `e_j · (1/sum)` in f64 rounded to f32 once. The AVX2 kernel sums in
-//! f64 as well; the AVX-512 one sums in f32 lanes, as PyTorch does (see [`SoftmaxKernel`]).
+//! the `e_j` in f64, and `e_j · (1/sum)` in f64 rounded to f32 once. The AVX2 and AVX-512
+//! kernels sum in f32 lanes, as PyTorch does (see [`SoftmaxKernel`]).
 //!
 //! # Masked entries and special rows
 //! - `-inf` entries (masked keys) become exactly 0 and do not disturb the others.
@@ -52,9 +52,8 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
 /// How [`softmax_row_scaled`] runs: the vector kernel or the scalar twin ([`softmax_row`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SoftmaxKernel {
-    /// AVX2 + FMA: a vectorised exp (range reduction by ln 2, degree-7 Taylor polynomial:
-    /// within 1 ulp of the true value on [-87, 0], 0.91 measured on a dense grid), the sum in
-    /// f64, the normalisation in f32.
+    /// AVX2 + FMA: the AVX-512 kernel's passes and exponentials in 8 lanes (2^t by the same
+    /// polynomial, the same bits lane for lane), the sum in 8 f32 lanes.
     #[cfg(target_arch = "x86_64")]
     Avx2(Avx2Proof),
     /// AVX-512F: 16 lanes, rows in groups of 16, a read-only max pass, 2^t from one `vfmsub`
@@ -135,11 +134,11 @@ pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32, kernel: SoftmaxKer
 
 /// [`softmax_row_scaled`] on every row of `rows` (rows of `n` values, `ld` >= n apart; the
 /// values between a row's end and the next row are not touched),
-/// except that where the kernel can (AVX-512) the rows are left as exp(x·scale - max),
+/// except that where the kernel can (AVX-512, AVX2) the rows are left as exp(x·scale - max),
 /// unnormalised, with `inverses[i]` = 1/sum of row i: attention multiplies its T x d context
 /// rows by it, d products a row instead of T (5% of attention at T = 512, d = 32). Then
-/// `row[j] · inverses[i]` is bit for bit what the normalised row holds. The other kernels
-/// normalise and set `inverses` to 1. The AVX-512 kernel runs the rows in groups (see
+/// `row[j] · inverses[i]` is bit for bit what the normalised row holds. The scalar kernel
+/// normalises and sets `inverses` to 1. The vector kernels run the rows in groups (see
 /// `softmax_rows_scaled_avx512`).
 ///
 /// # Panics
@@ -163,7 +162,12 @@ pub(crate) fn softmax_rows_scaled_unnormalised(
             // SAFETY: the proof exists only when `detect` found AVX-512F + FMA.
             unsafe { x86::softmax_rows_scaled_avx512(rows, n, ld, scale, Some(inverses)) }
         }
-        _ => {
+        #[cfg(target_arch = "x86_64")]
+        SoftmaxKernel::Avx2(_proof) => {
+            // SAFETY: the proof exists only when `detect_avx2` found AVX2 + FMA.
+            unsafe { x86::softmax_rows_scaled_avx2(rows, n, ld, scale, Some(inverses)) }
+        }
+        SoftmaxKernel::Scalar => {
             rows.chunks_exact_mut(ld)
                 .for_each(|row| softmax_row_scaled(&mut row[..n], scale, kernel));
             inverses.fill(1.0);
@@ -176,119 +180,183 @@ pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 = LN2_HI + LN2_LO; LN2_HI has 9 significant bits, so n·LN2_HI is exact for |n| < 2^15.
-    const LN2_HI: f32 = 355.0 / 512.0;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // exp(r) for |r| <= ln2/2: Taylor coefficients 1/i!, i = 0..=7, highest first for Horner.
-    const EXP_P: [f32; 8] = [
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ];
 
-    /// exp of 8 lanes. Below -88 (-inf included) gives 0 (exp(-88) = 6e-39 only matters
-    /// against a sum of at least 1 as a denormal); NaN stays NaN; valid for x <= 88.
+    /// 2^t of 8 lanes: the lanes of [`exp2_avx512`], bit for bit (the same clamp, rounding,
+    /// reduction and polynomial), with `vscalefps`' one rounding of p·2^n done by two
+    /// products: p·2^(n+64) is exact (n >= -151, so the exponent stays normal) and ·2^-64
+    /// rounds once, denormals included. Clamped at -151, so -inf gives exactly 0; NaN stays
+    /// NaN; valid for t <= 63 (softmax's t are <= 0).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp_avx2(x: __m256) -> __m256 {
+    fn exp2_avx2(t: __m256) -> __m256 {
         // maxps returns its second operand when either is NaN: NaN goes on.
-        let x = _mm256_max_ps(_mm256_set1_ps(-88.0), x);
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(LOG2_E)),
-        );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-        let mut p = _mm256_set1_ps(EXP_P[0]);
-        for &c in &EXP_P[1..] {
+        let t = _mm256_max_ps(_mm256_set1_ps(-151.0), t);
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let r = _mm256_sub_ps(t, n);
+        let mut p = _mm256_set1_ps(EXP2_P[0]);
+        for &c in &EXP2_P[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
-        // n >= -127: the biased exponent n + 127 >= 0 (0 gives the value 0).
-        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        // 2^(n + 64) as bits: biased exponent n + 64 + 127 in [40, 191]. A NaN lane's n
+        // converts to i32::MIN, whose bits do not matter: p is NaN.
+        let up = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
             _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        ));
-        _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
+            _mm256_set1_epi32(64 + 127),
+        )));
+        _mm256_mul_ps(_mm256_mul_ps(p, up), _mm256_set1_ps(f32::from_bits((127 - 64) << 23)))
     }
 
-    /// The scalar lane of [`exp_avx2`], for row tails (the same operations, so the same bits).
-    #[inline]
-    fn exp_lane(x: f32) -> f32 {
-        let x = if x.is_nan() { x } else { x.max(-88.0) };
-        let n = (x * LOG2_E).round_ties_even();
-        let r = n.mul_add(-LN2_HI, x);
-        let r = n.mul_add(-LN2_LO, r);
-        let mut p = EXP_P[0];
-        for &c in &EXP_P[1..] {
-            p = p.mul_add(r, c);
-        }
-        if x.is_nan() {
-            return x;
-        }
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-    }
-
+    /// One row by [`softmax_rows_scaled_avx2`].
+    ///
     /// # Safety
     /// The CPU supports AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn softmax_row_scaled_avx2(row: &mut [f32], scale: f32) {
         let n = row.len();
-        let body = n - n % 8;
-        let ptr = row.as_mut_ptr();
-        // SAFETY (whole body): vector accesses cover ptr + i .. + 8 for i + 8 <= body <= n.
-        unsafe {
-            let vs = _mm256_set1_ps(scale);
-            let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
-            let mut i = 0;
-            while i < body {
-                let v = _mm256_mul_ps(_mm256_loadu_ps(ptr.add(i)), vs);
-                _mm256_storeu_ps(ptr.add(i), v);
-                // Second operand on NaN: NaN entries are skipped, as f32::max does.
-                vmax = _mm256_max_ps(v, vmax);
-                i += 8;
+        // SAFETY: the contract.
+        unsafe { softmax_rows_scaled_avx2(row, n, n, scale, None) }
+    }
+
+    /// The lanes of the last, partial 8-value chunk of a row of `n` values (n mod 8 > 0),
+    /// as a `vmaskmovps` mask (a lane is live when its top bit is set).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn tail_mask(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32((n % 8) as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// [`softmax_rows_scaled_avx512`]'s passes in 8 lanes: over groups of rows, a read-only
+    /// max (scale > 0 keeps the order), then 2^(x·c - max·c) with c = fl(scale·log₂e) in one
+    /// `vfmsub` ([`exp2_avx2`]: the AVX-512 kernel's exponentials, lane for lane), summed in
+    /// f32 lanes, then the products with 1/sum, or (`inverses_out`) 1/sum handed to the
+    /// caller. The sum runs in 8 lanes instead of 16, so a row's sum (and so its
+    /// probabilities) can differ from the AVX-512 kernel's in the last bit. The tail
+    /// (n mod 8) is one masked chunk whose dead lanes hold -inf. NaN, +inf and all -inf rows
+    /// follow [`super::softmax_row`] (inverse 1).
+    ///
+    /// Before (one row at a time, exp by ln 2 and a degree-7 polynomial, the sum in f64,
+    /// always normalised), attention over e5-small W2's 64 x 128 tokens ran at ... GFLOP/s
+    /// on Zen 3; see `attention.rs` for the figures.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `inverses_out`, if any, holds a value per row.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_rows_scaled_avx2(
+        rows: &mut [f32],
+        n: usize,
+        ld: usize,
+        scale: f32,
+        mut inverses_out: Option<&mut [f32]>,
+    ) {
+        const GROUP: usize = 8;
+        if n == 0 {
+            return;
+        }
+        if scale.is_nan() || scale <= 0.0 {
+            // The read-only max needs scale > 0: scale first, and x · 1 is exact.
+            for row in rows.chunks_exact_mut(ld) {
+                row[..n].iter_mut().for_each(|v| *v *= scale);
             }
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
-            let mut max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            for v in &mut row[body..] {
-                *v *= scale;
-                max = max.max(*v);
-            }
-            if !max.is_finite() {
-                super::softmax_row(row);
-                return;
-            }
-            let vm = _mm256_set1_ps(max);
-            let mut sum_lo = _mm256_setzero_pd();
-            let mut sum_hi = _mm256_setzero_pd();
-            let mut i = 0;
-            while i < body {
-                let e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(i)), vm));
-                _mm256_storeu_ps(ptr.add(i), e);
-                sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-                sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
-                i += 8;
-            }
-            let mut halves = [0.0f64; 4];
-            _mm256_storeu_pd(halves.as_mut_ptr(), _mm256_add_pd(sum_lo, sum_hi));
-            let mut sum = halves.iter().sum::<f64>();
-            for v in &mut row[body..] {
-                *v = exp_lane(*v - max);
-                sum += *v as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            let vi = _mm256_set1_ps(inv);
-            let mut i = 0;
-            while i < body {
-                _mm256_storeu_ps(ptr.add(i), _mm256_mul_ps(_mm256_loadu_ps(ptr.add(i)), vi));
-                i += 8;
-            }
-            for v in &mut row[body..] {
-                *v *= inv;
+            // SAFETY: the contract.
+            return unsafe { softmax_rows_scaled_avx2(rows, n, ld, 1.0, inverses_out) };
+        }
+        let whole = n / 8;
+        let tail = (n % 8 > 0).then(|| tail_mask(n));
+        let to_log2 = scale * LOG2_E;
+        let vc = _mm256_set1_ps(to_log2);
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        // The tail chunk at `p`, dead lanes -inf.
+        let load_tail = |p: *const f32, m: __m256i| {
+            // SAFETY: the masked load reads only the live lanes, inside the row.
+            let x = unsafe { _mm256_maskload_ps(p, m) };
+            _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(m))
+        };
+        for (g, group) in rows.chunks_mut(GROUP * ld).enumerate() {
+            let mut maxes = [0.0f32; GROUP];
+            // 1 for the rows the scalar twin normalised already.
+            let mut sums = [1.0f32; GROUP];
+            // SAFETY (the passes): full chunks cover row + 8c .. + 8 for c < whole (8c + 8
+            // <= n), the masked tail chunk the live lanes 8·whole .. n only.
+            unsafe {
+                for (row, max) in group.chunks_exact(ld).zip(&mut maxes) {
+                    let ptr = row.as_ptr();
+                    // Two chains: the max's latency, not its throughput, bounds a short row.
+                    let (mut m0, mut m1) = (ninf, ninf);
+                    let mut c = 0;
+                    while c + 2 <= whole {
+                        // Second operand on NaN: NaN entries are skipped, as f32::max does.
+                        m0 = _mm256_max_ps(_mm256_loadu_ps(ptr.add(8 * c)), m0);
+                        m1 = _mm256_max_ps(_mm256_loadu_ps(ptr.add(8 * c + 8)), m1);
+                        c += 2;
+                    }
+                    if c < whole {
+                        m0 = _mm256_max_ps(_mm256_loadu_ps(ptr.add(8 * c)), m0);
+                    }
+                    if let Some(m) = tail {
+                        m1 = _mm256_max_ps(load_tail(ptr.add(8 * whole), m), m1);
+                    }
+                    let v = _mm256_max_ps(m0, m1);
+                    let v = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                    let v = _mm_max_ps(v, _mm_movehl_ps(v, v));
+                    let v = _mm_max_ss(v, _mm_movehdup_ps(v));
+                    *max = _mm_cvtss_f32(v) * to_log2;
+                }
+                for ((row, &max), sum) in group.chunks_exact_mut(ld).zip(&maxes).zip(&mut sums) {
+                    if !max.is_finite() {
+                        let row = &mut row[..n];
+                        row.iter_mut().for_each(|v| *v *= scale);
+                        super::softmax_row(row);
+                        continue;
+                    }
+                    let ptr = row.as_mut_ptr();
+                    let vm = _mm256_set1_ps(max);
+                    let mut acc = _mm256_setzero_ps();
+                    for c in 0..whole {
+                        let x = _mm256_loadu_ps(ptr.add(8 * c));
+                        let e = exp2_avx2(_mm256_fmsub_ps(x, vc, vm));
+                        _mm256_storeu_ps(ptr.add(8 * c), e);
+                        acc = _mm256_add_ps(acc, e);
+                    }
+                    if let Some(m) = tail {
+                        let p = ptr.add(8 * whole);
+                        let e = exp2_avx2(_mm256_fmsub_ps(load_tail(p, m), vc, vm));
+                        _mm256_maskstore_ps(p, m, e);
+                        acc = _mm256_add_ps(acc, e);
+                    }
+                    let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+                    let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                    let v = _mm_add_ss(v, _mm_movehdup_ps(v));
+                    *sum = _mm_cvtss_f32(v);
+                }
+                let mut inverses = [0.0f32; GROUP];
+                _mm256_storeu_ps(
+                    inverses.as_mut_ptr(),
+                    _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_loadu_ps(sums.as_ptr())),
+                );
+                if let Some(out) = inverses_out.as_deref_mut() {
+                    let rows_here = group.len() / ld;
+                    out[g * GROUP..g * GROUP + rows_here].copy_from_slice(&inverses[..rows_here]);
+                    continue;
+                }
+                for ((row, &max), &inverse) in group.chunks_exact_mut(ld).zip(&maxes).zip(&inverses)
+                {
+                    if !max.is_finite() {
+                        continue;
+                    }
+                    let vi = _mm256_set1_ps(inverse);
+                    let ptr = row.as_mut_ptr();
+                    for c in 0..whole {
+                        let x = _mm256_loadu_ps(ptr.add(8 * c));
+                        _mm256_storeu_ps(ptr.add(8 * c), _mm256_mul_ps(x, vi));
+                    }
+                    if let Some(m) = tail {
+                        let p = ptr.add(8 * whole);
+                        _mm256_maskstore_ps(p, m, _mm256_mul_ps(_mm256_maskload_ps(p, m), vi));
+                    }
+                }
             }
         }
     }
@@ -309,7 +377,7 @@ pub(crate) mod x86 {
     /// 2^t of 16 lanes, for softmax's t <= 0: t = n + r with n = round(t) and r = t - n
     /// exact, 2^r by [`EXP2_P`], 2^n applied by `vscalefps` (one rounding, denormals
     /// included). Softmax computes t = x·(scale·log₂e) - max in one `vfmsub`, which saves
-    /// the multiply by log₂e and the two-part ln 2 reduction of [`exp_avx2`]. Clamped at
+    /// the multiply by log₂e and a two-part ln 2 reduction. Clamped at
     /// -151, where 2^t rounds to 0, so -inf gives exactly 0; NaN stays NaN; valid for
     /// t <= 127.
     #[inline]
@@ -574,39 +642,42 @@ pub(crate) mod x86 {
             }
         }
 
-        /// Rows run in groups give each row the bits it gets alone: group sizes around 16,
+        /// Rows run in groups give each row the bits it gets alone: group sizes around 8 and 16,
         /// odd lengths, NaN, +inf and all -inf rows in the middle of a group.
         #[test]
         fn grouped_rows_equal_rows_alone_bit_for_bit() {
-            if !(crate::avx512_enabled() && is_x86_feature_detected!("fma")) {
-                return;
+            type Rows = unsafe fn(&mut [f32], usize, usize, f32, Option<&mut [f32]>);
+            let mut kernels: Vec<(&str, Rows)> = Vec::new();
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                kernels.push(("avx2", softmax_rows_scaled_avx2));
+            }
+            if crate::avx512_enabled() && is_x86_feature_detected!("fma") {
+                kernels.push(("avx512", softmax_rows_scaled_avx512));
             }
             let mut next = scores_in_pm20(5);
-            for n in [1, 7, 16, 17, 128, 130] {
-                for rows in [1, 15, 16, 17, 33] {
-                    let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
-                    if rows > 3 {
-                        x[n + n / 2] = f32::NAN;
-                        x[2 * n..3 * n].fill(f32::NEG_INFINITY);
-                        x[3 * n] = f32::INFINITY;
+            for (name, rows_fn) in kernels {
+                for n in [1, 7, 8, 9, 16, 17, 128, 130] {
+                    for rows in [1, 7, 8, 9, 15, 16, 17, 33] {
+                        let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+                        if rows > 3 {
+                            x[n + n / 2] = f32::NAN;
+                            x[2 * n..3 * n].fill(f32::NEG_INFINITY);
+                            x[3 * n] = f32::INFINITY;
+                        }
+                        let mut alone = x.clone();
+                        for row in alone.chunks_exact_mut(n) {
+                            // SAFETY: the kernel's features were checked above.
+                            unsafe { rows_fn(row, n, n, 0.3, None) };
+                        }
+                        // SAFETY: as above.
+                        unsafe { rows_fn(&mut x, n, n, 0.3, None) };
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&x), bits(&alone), "{name} n {n} rows {rows}");
                     }
-                    let mut alone = x.clone();
-                    for row in alone.chunks_exact_mut(n) {
-                        // SAFETY: AVX-512F and FMA checked above.
-                        unsafe { softmax_rows_scaled_avx512(row, n, n, 0.3, None) };
-                    }
-                    // SAFETY: as above.
-                    unsafe { softmax_rows_scaled_avx512(&mut x, n, n, 0.3, None) };
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&x), bits(&alone), "n {n} rows {rows}");
                 }
             }
         }
 
-        /// The bf16 rows (attention on AMX): every row of a group of 21 (two groups of the
-        /// kernel, the second partial) against the f32 kernel's probabilities rounded to bf16:
-        /// at most one bf16 step apart (its sum is f32, not f64), on odd lengths, with NaN,
-        /// +inf and all -inf rows among them.
         #[test]
         fn bf16_rows_equal_the_f32_kernel_rounded_within_a_step() {
             if !(crate::avx512_enabled()
@@ -672,111 +743,95 @@ pub(crate) mod x86 {
             (got as f64 - want).abs() / ulp
         }
 
-        /// The written bound of the softmax exp: at most 1 ulp (0.91 measured) from the true
-        /// value over the whole range softmax feeds it, [-87, 0] (scores minus their maximum),
-        /// on a dense grid, for both the vector lanes and the scalar tail; and the AVX-512
-        /// kernel's 2^t (below).
+        /// 2^t of the vector softmaxes over the range they feed it (t = x·c - max·c <= 0),
+        /// on a dense grid: within 1 ulp of the truth where it is a normal number
+        /// (t >= -126), within one denormal step (2^-149) below, and exactly 0 from -151 down
+        /// to -inf; NaN stays NaN. The 8 lanes equal the 16 lanes of the AVX-512 kernel bit
+        /// for bit where the CPU has both.
         #[test]
-        fn exp_is_within_1_5_ulp_on_the_softmax_range() {
+        fn exp2_is_within_1_ulp_on_the_softmax_range() {
             if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
                 return;
             }
+            let avx512 = crate::avx512_enabled();
             let n = 1_000_000;
             let mut worst = (0.0f64, 0.0f32);
-            let mut xs = [0.0f32; 8];
-            for i in (0..n).step_by(8) {
-                for (j, x) in xs.iter_mut().enumerate() {
-                    *x = -87.0 * ((i + j) as f32 / n as f32);
+            let mut ts = [0.0f32; 16];
+            for i in (0..n).step_by(16) {
+                for (j, t) in ts.iter_mut().enumerate() {
+                    *t = -160.0 * ((i + j) as f32 / n as f32);
                 }
-                let mut lanes = [0.0f32; 8];
-                // SAFETY: AVX2 + FMA checked above; `xs` and `lanes` hold 8 f32 each.
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: AVX2 + FMA checked above; `ts` and `lanes` hold 16 f32 each.
                 unsafe {
-                    let v = exp_avx2(_mm256_loadu_ps(xs.as_ptr()));
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                    for half in 0..2 {
+                        let v = exp2_avx2(_mm256_loadu_ps(ts.as_ptr().add(8 * half)));
+                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * half), v);
+                    }
                 }
-                for (&x, &got) in xs.iter().zip(&lanes) {
-                    let e = ulps(got, (x as f64).exp());
-                    assert_eq!(
-                        got.to_bits(),
-                        exp_lane(x).to_bits(),
-                        "lane vs scalar at {x}"
-                    );
-                    if e > worst.0 {
-                        worst = (e, x);
+                if avx512 {
+                    let mut wide = [0.0f32; 16];
+                    // SAFETY: AVX-512F + FMA (avx512_enabled); 16 f32 each.
+                    unsafe {
+                        let v = exp2_avx512(_mm512_loadu_ps(ts.as_ptr()));
+                        _mm512_storeu_ps(wide.as_mut_ptr(), v);
+                    }
+                    for ((&t, &g), &w) in ts.iter().zip(&lanes).zip(&wide) {
+                        assert_eq!(g.to_bits(), w.to_bits(), "8 vs 16 lanes at t = {t}");
+                    }
+                }
+                for (&t, &got) in ts.iter().zip(&lanes) {
+                    let want = (t as f64).exp2();
+                    if want >= f32::MIN_POSITIVE as f64 {
+                        let e = ulps(got, want);
+                        if e > worst.0 {
+                            worst = (e, t);
+                        }
+                    } else {
+                        let step = f32::from_bits(1) as f64;
+                        assert!(
+                            (got as f64 - want).abs() <= step,
+                            "2^t at {t}: {got:e} vs {want:e}"
+                        );
+                        if t <= -151.0 {
+                            assert_eq!(got, 0.0, "2^t at {t}");
+                        }
                     }
                 }
             }
             println!(
-                "max exp error on [-87, 0]: {:.3} ulp at x = {}",
+                "max 2^t error on [-126, 0]: {:.3} ulp at t = {}",
                 worst.0, worst.1
             );
             assert!(
                 worst.0 <= 1.0,
-                "exp error {:.3} ulp at x = {}",
+                "2^t error {:.3} ulp at t = {}",
                 worst.0,
                 worst.1
             );
-            // The 16-lane 2^t of the AVX-512 softmax: within 1 ulp of the truth where it is a
-            // normal number (t >= -126), within one denormal step (2^-149) below, and exactly
-            // 0 from -151 down to -inf.
-            if crate::avx512_enabled() {
-                let mut worst = (0.0f64, 0.0f32);
+            let special = [f32::NEG_INFINITY, -1e30, 0.0, f32::NAN, -0.5, 0.5, -150.5, -149.0];
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: AVX2 + FMA; 8 f32 each.
+            unsafe {
+                let v = exp2_avx2(_mm256_loadu_ps(special.as_ptr()));
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            }
+            assert_eq!(&lanes[..3], &[0.0, 0.0, 1.0]);
+            assert!(lanes[3].is_nan());
+            assert_eq!(lanes[7], f32::from_bits(1), "2^-149: the smallest denormal");
+            if avx512 {
+                let mut wide = [0.0f32; 16];
                 let mut ts = [0.0f32; 16];
-                for i in (0..n).step_by(16) {
-                    for (j, t) in ts.iter_mut().enumerate() {
-                        *t = -160.0 * ((i + j) as f32 / n as f32);
-                    }
-                    let mut lanes = [0.0f32; 16];
-                    // SAFETY: AVX-512F + FMA (avx512_enabled); 16 f32 each.
-                    unsafe {
-                        let v = exp2_avx512(_mm512_loadu_ps(ts.as_ptr()));
-                        _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-                    }
-                    for (&t, &got) in ts.iter().zip(&lanes) {
-                        let want = (t as f64).exp2();
-                        if want >= f32::MIN_POSITIVE as f64 {
-                            let e = ulps(got, want);
-                            if e > worst.0 {
-                                worst = (e, t);
-                            }
-                        } else {
-                            let step = f32::from_bits(1) as f64;
-                            assert!(
-                                (got as f64 - want).abs() <= step,
-                                "16-lane 2^t at {t}: {got:e} vs {want:e}"
-                            );
-                            if t <= -151.0 {
-                                assert_eq!(got, 0.0, "16-lane 2^t at {t}");
-                            }
-                        }
-                    }
-                }
-                println!(
-                    "max 16-lane 2^t error on [-126, 0]: {:.3} ulp at t = {}",
-                    worst.0, worst.1
-                );
-                assert!(
-                    worst.0 <= 1.0,
-                    "16-lane 2^t error {:.3} ulp at t = {}",
-                    worst.0,
-                    worst.1
-                );
-                let mut ts = [0.0f32; 16];
-                ts[..4].copy_from_slice(&[f32::NEG_INFINITY, -1e30, 0.0, f32::NAN]);
-                let mut lanes = [0.0f32; 16];
+                ts[..8].copy_from_slice(&special);
                 // SAFETY: as above.
                 unsafe {
                     let v = exp2_avx512(_mm512_loadu_ps(ts.as_ptr()));
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                    _mm512_storeu_ps(wide.as_mut_ptr(), v);
                 }
-                assert_eq!(&lanes[..3], &[0.0, 0.0, 1.0]);
-                assert!(lanes[3].is_nan());
+                for ((t, g), w) in special.iter().zip(lanes).zip(&wide[..8]) {
+                    assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "at {t}");
+                }
             }
-            // Below the range: 0; NaN: NaN; 0: exactly 1.
-            assert_eq!(exp_lane(-100.0), 0.0);
-            assert_eq!(exp_lane(f32::NEG_INFINITY), 0.0);
-            assert!(exp_lane(f32::NAN).is_nan());
-            assert_eq!(exp_lane(0.0), 1.0);
         }
     }
 }
