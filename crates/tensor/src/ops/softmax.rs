@@ -203,7 +203,10 @@ pub(crate) mod x86 {
             _mm256_cvtps_epi32(n),
             _mm256_set1_epi32(64 + 127),
         )));
-        _mm256_mul_ps(_mm256_mul_ps(p, up), _mm256_set1_ps(f32::from_bits((127 - 64) << 23)))
+        _mm256_mul_ps(
+            _mm256_mul_ps(p, up),
+            _mm256_set1_ps(f32::from_bits((127 - 64) << 23)),
+        )
     }
 
     /// One row by [`softmax_rows_scaled_avx2`].
@@ -264,7 +267,7 @@ pub(crate) mod x86 {
             return unsafe { softmax_rows_scaled_avx2(rows, n, ld, 1.0, inverses_out) };
         }
         let whole = n / 8;
-        let tail = (n % 8 > 0).then(|| tail_mask(n));
+        let tail = (!n.is_multiple_of(8)).then(|| tail_mask(n));
         let to_log2 = scale * LOG2_E;
         let vc = _mm256_set1_ps(to_log2);
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -326,7 +329,8 @@ pub(crate) mod x86 {
                         _mm256_maskstore_ps(p, m, e);
                         acc = _mm256_add_ps(acc, e);
                     }
-                    let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+                    let v =
+                        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
                     let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
                     let v = _mm_add_ss(v, _mm_movehdup_ps(v));
                     *sum = _mm_cvtss_f32(v);
@@ -809,7 +813,16 @@ pub(crate) mod x86 {
                 worst.0,
                 worst.1
             );
-            let special = [f32::NEG_INFINITY, -1e30, 0.0, f32::NAN, -0.5, 0.5, -150.5, -149.0];
+            let special = [
+                f32::NEG_INFINITY,
+                -1e30,
+                0.0,
+                f32::NAN,
+                -0.5,
+                0.5,
+                -150.5,
+                -149.0,
+            ];
             let mut lanes = [0.0f32; 8];
             // SAFETY: AVX2 + FMA; 8 f32 each.
             unsafe {
@@ -829,7 +842,10 @@ pub(crate) mod x86 {
                     _mm512_storeu_ps(wide.as_mut_ptr(), v);
                 }
                 for ((t, g), w) in special.iter().zip(lanes).zip(&wide[..8]) {
-                    assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "at {t}");
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "at {t}"
+                    );
                 }
             }
         }

@@ -14,6 +14,41 @@ use std::arch::x86_64::*;
 use super::{prefetch_rows, BPrefetch, MicroKernel, PanelElem, PanelFormat, PrefetchTo};
 use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
 
+/// Evaluates `$body` with `$mr` a constant equal to `$rows` (1..=6, the AVX2 tile's rows):
+/// the AVX2 tiles are compiled once per row count, and this turns a tile's row count into
+/// that constant. Anything else panics.
+macro_rules! with_avx2_rows {
+    ($rows:expr, |$mr:ident| $body:expr) => {
+        match $rows {
+            6 => {
+                const $mr: usize = 6;
+                $body
+            }
+            5 => {
+                const $mr: usize = 5;
+                $body
+            }
+            4 => {
+                const $mr: usize = 4;
+                $body
+            }
+            3 => {
+                const $mr: usize = 3;
+                $body
+            }
+            2 => {
+                const $mr: usize = 2;
+                $body
+            }
+            1 => {
+                const $mr: usize = 1;
+                $body
+            }
+            rows => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
+        }
+    };
+}
+
 /// Proof that the CPU has AVX2, FMA and F16C (every AVX2 CPU so far has F16C; the f16 panels
 /// need it).
 #[derive(Clone, Copy, Debug)]
@@ -200,9 +235,18 @@ unsafe fn pack_a_panel_avx2(dst: *mut f32, a: *const f32, lda: usize, k: usize) 
         for p0 in (0..k8).step_by(8) {
             let r: [__m256; MR] = std::array::from_fn(|i| _mm256_loadu_ps(a.add(i * lda + p0)));
             // Pairs of rows interleaved: (r0 r1) for k = 0, 1 | 4, 5 and 2, 3 | 6, 7.
-            let t01 = [_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1])];
-            let t23 = [_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3])];
-            let t45 = [_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5])];
+            let t01 = [
+                _mm256_unpacklo_ps(r[0], r[1]),
+                _mm256_unpackhi_ps(r[0], r[1]),
+            ];
+            let t23 = [
+                _mm256_unpacklo_ps(r[2], r[3]),
+                _mm256_unpackhi_ps(r[2], r[3]),
+            ];
+            let t45 = [
+                _mm256_unpacklo_ps(r[4], r[5]),
+                _mm256_unpackhi_ps(r[4], r[5]),
+            ];
             // Rows 0..4 of k = q, q + 4 (q < 4) in the two 128-bit lanes.
             let s = [
                 _mm256_shuffle_ps::<0x44>(t01[0], t23[0]),
@@ -214,7 +258,10 @@ unsafe fn pack_a_panel_avx2(dst: *mut f32, a: *const f32, lda: usize, k: usize) 
                 for (q, &sq) in s.iter().enumerate() {
                     let p = p0 + 4 * half + q;
                     let (rows0_3, rows45) = if half == 0 {
-                        (_mm256_castps256_ps128(sq), _mm256_castps256_ps128(t45[q / 2]))
+                        (
+                            _mm256_castps256_ps128(sq),
+                            _mm256_castps256_ps128(t45[q / 2]),
+                        )
                     } else {
                         (
                             _mm256_extractf128_ps::<1>(sq),
@@ -300,17 +347,7 @@ unsafe fn tile_row_of_panels_avx2<E: PanelElem>(
     };
     let (s, p) = (panel_stride, panels);
     // SAFETY: forwarded from this function's contract, with MR = rows.
-    unsafe {
-        match rows {
-            6 => with_rows::<6, E>(t, s, p),
-            5 => with_rows::<5, E>(t, s, p),
-            4 => with_rows::<4, E>(t, s, p),
-            3 => with_rows::<3, E>(t, s, p),
-            2 => with_rows::<2, E>(t, s, p),
-            1 => with_rows::<1, E>(t, s, p),
-            _ => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
-        }
-    }
+    unsafe { with_avx2_rows!(rows, |MR| with_rows::<MR, E>(t, s, p)) }
 }
 
 /// [`MicroKernel::finish_rows`] eight columns at a time: the default's loop, compiled for
@@ -421,17 +458,7 @@ unsafe fn tile_avx2_with<E: PanelElem>(rows: usize, t: Avx2Tile<E>) {
         }
     }
     // SAFETY: forwarded from this function's contract, with MR = rows.
-    unsafe {
-        match rows {
-            6 => with_rows::<6, E>(t),
-            5 => with_rows::<5, E>(t),
-            4 => with_rows::<4, E>(t),
-            3 => with_rows::<3, E>(t),
-            2 => with_rows::<2, E>(t),
-            1 => with_rows::<1, E>(t),
-            _ => panic!("AVX2 tile: {rows} rows, expected 1..=6"),
-        }
-    }
+    unsafe { with_avx2_rows!(rows, |MR| with_rows::<MR, E>(t)) }
 }
 
 /// One MR x 16 register tile (see [`Avx2Tile`] for where the operands are).
