@@ -17,7 +17,7 @@
 //! so that a tile's rows do not share L1 sets) stay in L2 between the score GEMM, the fused
 //! scale + softmax and the context GEMM. The score GEMM (K = the head size: one K block) runs
 //! each row tile over all key panels in one kernel call. Scores are `fl(Q_h·K_hᵀ)` (one FMA chain per element,
-//! as in the linear layers), then `· scale` in f32, then softmax. With the AVX-512 softmax the
+//! as in the linear layers), then `· scale` in f32, then softmax. With the AVX-512 or AVX2 softmax the
 //! context GEMM takes the unnormalised exp rows and each context row is multiplied by its
 //! row's 1/sum afterwards: d products a row instead of T.
 //!

@@ -268,10 +268,10 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     };
 
     /// Whether the driver prefetches, for writing, the output of the next tile while this one
-    /// multiplies (see `packed::Call::prefetch_next_tile`). On for the AVX-512 f32 kernel, where
-    /// it was measured. With AMX, f32 outputs gained 4-6% alone (M = 4,096-8,192) but e5-small's
-    /// FFN in, whose output is bf16 pairs behind a rounding pass, went from 79-83 to 92-94 ms
-    /// per W2 batch; the AVX2 and pair kernels were not measured with it.
+    /// multiplies (see `packed::Call::prefetch_next_tile`). On for the AVX-512 and AVX2 f32
+    /// kernels, where it was measured. With AMX, f32 outputs gained 4-6% alone (M = 4,096-8,192)
+    /// but e5-small's FFN in, whose output is bf16 pairs behind a rounding pass, went from 79-83
+    /// to 92-94 ms per W2 batch; the pair kernels were not measured with it.
     const PREFETCH_OUTPUT: bool = false;
 
     /// Whether the driver keeps a task's partial sums apart from the output between K blocks
