@@ -141,6 +141,23 @@ pub(crate) unsafe fn unpack_a_panel(
     }
 }
 
+/// [`MicroKernel::pack_a_panel`] one value at a time, for a kernel of `mr` rows:
+/// `dst[p·mr + i] = a[i·lda + p]` for p < `k`, i < `rows`.
+pub(crate) fn pack_a_panel_scalar(
+    dst: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    rows: usize,
+    mr: usize,
+) {
+    for i in 0..rows {
+        for (p, &v) in a[i * lda..i * lda + k].iter().enumerate() {
+            dst[p * mr + i] = v;
+        }
+    }
+}
+
 /// Largest MR·KC of the kernels that read A in place (those that pack it override
 /// `tile_packed_rows`): the stack buffer of [`MicroKernel::tile_packed_rows`]' default.
 pub(crate) const MAX_A_PANEL: usize = 12 * 256;
@@ -282,11 +299,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// Packs one A panel for [`Self::tile_packed_rows`]: `dst[p·MR + i] = a[i·lda + p]` for
     /// p < `k`, i < `rows`; `dst`'s rows `rows..MR` are left as they are (not read).
     fn pack_a_panel(self, dst: &mut [f32], a: &[f32], lda: usize, k: usize, rows: usize) {
-        for i in 0..rows {
-            for (p, &v) in a[i * lda..i * lda + k].iter().enumerate() {
-                dst[p * Self::MR + i] = v;
-            }
-        }
+        pack_a_panel_scalar(dst, a, lda, k, rows, Self::MR);
     }
 
     /// [`Self::tile`] with only the first `rows` rows of the tile live: A packed as for

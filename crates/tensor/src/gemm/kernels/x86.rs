@@ -11,7 +11,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{prefetch_rows, BPrefetch, MicroKernel, PanelElem, PanelFormat, PrefetchTo};
+use super::{
+    pack_a_panel_scalar, prefetch_rows, BPrefetch, MicroKernel, PanelElem, PanelFormat, PrefetchTo,
+};
 use crate::ops::gelu_f32::x86::{gelu_avx2, gelu_avx512};
 
 /// Evaluates `$body` with `$mr` a constant equal to `$rows` (1..=6, the AVX2 tile's rows):
@@ -183,12 +185,7 @@ impl MicroKernel for Avx2Kernel {
         assert!(rows == 0 || a.len() >= (rows - 1) * lda + k);
         if rows < MR_AVX2 {
             // The last panel of an M that is not a multiple of 6: once per task.
-            for i in 0..rows {
-                for (p, &v) in a[i * lda..i * lda + k].iter().enumerate() {
-                    dst[p * MR_AVX2 + i] = v;
-                }
-            }
-            return;
+            return pack_a_panel_scalar(dst, a, lda, k, rows, MR_AVX2);
         }
         // SAFETY: holding `self` proves AVX2; the bounds are checked above.
         unsafe { pack_a_panel_avx2(dst.as_mut_ptr(), a.as_ptr(), lda, k) }
