@@ -182,10 +182,12 @@ pub(crate) mod x86 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
 
     /// 2^t of 8 lanes: the lanes of [`exp2_avx512`], bit for bit (the same clamp, rounding,
-    /// reduction and polynomial), with `vscalefps`' one rounding of p·2^n done by two
-    /// products: p·2^(n+64) is exact (n >= -151, so the exponent stays normal) and ·2^-64
-    /// rounds once, denormals included. Clamped at -151, so -inf gives exactly 0; NaN stays
-    /// NaN; valid for t <= 63 (softmax's t are <= 0).
+    /// reduction and polynomial), with `vscalefps`' one rounding of p·2^n done by one product:
+    /// the polynomial runs on coefficients scaled by 2^-64 ([`EXP2_P_DOWN`]), which is exact
+    /// step for step (every value stays normal, and scaling by a power of two commutes with
+    /// rounding there), and p·2^-64 times 2^(n+64) (n >= -151, so a normal exponent) rounds
+    /// once, denormals included. Clamped at -151, so -inf gives exactly 0; NaN stays NaN;
+    /// valid for t <= 63 (softmax's t are <= 0).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn exp2_avx2(t: __m256) -> __m256 {
@@ -193,8 +195,8 @@ pub(crate) mod x86 {
         let t = _mm256_max_ps(_mm256_set1_ps(-151.0), t);
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let r = _mm256_sub_ps(t, n);
-        let mut p = _mm256_set1_ps(EXP2_P[0]);
-        for &c in &EXP2_P[1..] {
+        let mut p = _mm256_set1_ps(EXP2_P_DOWN[0]);
+        for &c in &EXP2_P_DOWN[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         // 2^(n + 64) as bits: biased exponent n + 64 + 127 in [40, 191]. A NaN lane's n
@@ -203,11 +205,19 @@ pub(crate) mod x86 {
             _mm256_cvtps_epi32(n),
             _mm256_set1_epi32(64 + 127),
         )));
-        _mm256_mul_ps(
-            _mm256_mul_ps(p, up),
-            _mm256_set1_ps(f32::from_bits((127 - 64) << 23)),
-        )
+        _mm256_mul_ps(p, up)
     }
+
+    /// [`EXP2_P`] times 2^-64, exactly (a power of two; the smallest, about 8e-24, is normal).
+    const EXP2_P_DOWN: [f32; 7] = {
+        let mut c = EXP2_P;
+        let mut i = 0;
+        while i < c.len() {
+            c[i] *= 1.0 / 18_446_744_073_709_551_616.0;
+            i += 1;
+        }
+        c
+    };
 
     /// One row by [`softmax_rows_scaled_avx2`].
     ///
@@ -786,6 +796,18 @@ pub(crate) mod x86 {
                     }
                 }
                 for (&t, &got) in ts.iter().zip(&lanes) {
+                    // `vscalefps`' semantics in scalar (the 16-lane kernel's bits on any CPU):
+                    // the polynomial in f32 FMAs, then p·2^n exact in f64 and rounded once.
+                    let tc = t.max(-151.0);
+                    let n = tc.round_ties_even();
+                    let r = tc - n;
+                    let p = EXP2_P[1..].iter().fold(EXP2_P[0], |p, &c| p.mul_add(r, c));
+                    let model = (p as f64 * (n as f64).exp2()) as f32;
+                    assert_eq!(
+                        got.to_bits(),
+                        model.to_bits(),
+                        "8 lanes vs scalar model at t = {t}"
+                    );
                     let want = (t as f64).exp2();
                     if want >= f32::MIN_POSITIVE as f64 {
                         let e = ulps(got, want);
